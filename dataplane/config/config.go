@@ -1,0 +1,243 @@
+// Package config holds the sidecar's configuration snapshot: plain, validated values
+// decoded from xDS by xds/resource and compiled into the traffic path by dataplane.
+//
+// A Snapshot is immutable once published: nothing may modify it, or anything it
+// points to, after it has been handed to dataplane.Proxy.Apply. Readers on any
+// goroutine may use it without locks. This package imports nothing of ours and no
+// protos, so the data plane never sees Envoy or Kubernetes types.
+package config
+
+import "time"
+
+// Snapshot is one complete, consistent configuration: every route configuration
+// named by an HTTP listener is present, and every cluster a route or TCP proxy names
+// is present with its endpoints (possibly none).
+type Snapshot struct {
+	// Version identifies the xDS versions this snapshot was built from; it is for
+	// logs and the admin config dump only.
+	Version string
+	// Listeners sorted by Name; names are unique.
+	Listeners []*Listener
+	// Routes by RouteConfig.Name; holds RDS configs and listeners' inline ones.
+	Routes map[string]*RouteConfig
+	// Clusters by Cluster.Name.
+	Clusters map[string]*Cluster
+}
+
+// Direction says which side of the workload a listener serves. It changes header
+// handling (x-request-id generation, x-forwarded-for) and stats labels.
+type Direction uint8
+
+const (
+	// Outbound listeners take the local app's requests to other services.
+	Outbound Direction = iota
+	// Inbound listeners take mesh traffic for the local app.
+	Inbound
+)
+
+func (d Direction) String() string {
+	if d == Inbound {
+		return "inbound"
+	}
+	return "outbound"
+}
+
+// Listener is a socket the proxy binds and what it does with connections.
+// Exactly one of HTTP and TCP is set.
+type Listener struct {
+	Name      string
+	Address   string // host:port, as net.Listen takes it
+	Direction Direction
+	HTTP      *HTTPConnectionManager
+	TCP       *TCPProxy
+}
+
+// HTTPConnectionManager serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on
+// one socket (Envoy's codec_type AUTO) and routes each request.
+type HTTPConnectionManager struct {
+	StatPrefix string
+	// RouteConfigName names the entry in Snapshot.Routes, whether it came from RDS
+	// or inline (inline configs are stored under the listener's own name).
+	RouteConfigName string
+	// UpgradeTypes lists the Upgrade protocols passed through, lower case
+	// ("websocket"). Other upgrade requests are refused.
+	UpgradeTypes []string
+	// GenerateRequestID sets x-request-id when the request has none.
+	GenerateRequestID bool
+	// UseRemoteAddress appends the downstream peer address to x-forwarded-for.
+	UseRemoteAddress bool
+	// MaxRequestHeadersBytes bounds the request header block; larger gets 431.
+	MaxRequestHeadersBytes int
+	// StreamIdleTimeout closes streams with no activity for this long; 0 disables.
+	StreamIdleTimeout time.Duration
+	// DrainTimeout bounds how long a removed listener waits for its requests.
+	DrainTimeout time.Duration
+}
+
+// TCPProxy forwards whole connections to one cluster's endpoints.
+type TCPProxy struct {
+	StatPrefix  string
+	Cluster     string
+	IdleTimeout time.Duration // 0 disables
+}
+
+// RouteConfig is a routing table: virtual hosts chosen by authority, then routes
+// matched in order.
+type RouteConfig struct {
+	Name                    string
+	VirtualHosts            []*VirtualHost
+	RequestHeadersToAdd     []HeaderValueOption
+	RequestHeadersToRemove  []string
+	ResponseHeadersToAdd    []HeaderValueOption
+	ResponseHeadersToRemove []string
+}
+
+// VirtualHost groups routes under the authorities it answers for.
+type VirtualHost struct {
+	Name string
+	// Domains as Envoy has them: exact host, host:port, "*.suffix", "prefix*" or "*".
+	Domains                 []string
+	Routes                  []*Route
+	RequestHeadersToAdd     []HeaderValueOption
+	RequestHeadersToRemove  []string
+	ResponseHeadersToAdd    []HeaderValueOption
+	ResponseHeadersToRemove []string
+}
+
+// Route is one match and what to do with a request that meets it. Exactly one of
+// Action and DirectResponse is set.
+type Route struct {
+	Name                    string
+	Match                   RouteMatch
+	Action                  *RouteAction
+	DirectResponse          *DirectResponse
+	RequestHeadersToAdd     []HeaderValueOption
+	RequestHeadersToRemove  []string
+	ResponseHeadersToAdd    []HeaderValueOption
+	ResponseHeadersToRemove []string
+}
+
+// PathMatchKind says how RouteMatch.Path is compared with the request path (the
+// part before '?').
+type PathMatchKind uint8
+
+const (
+	PathPrefix PathMatchKind = iota
+	PathExact
+	PathRegex // RE2, whole path must match
+	// PathSeparatedPrefix matches the prefix followed by '/' or the end of path.
+	PathSeparatedPrefix
+)
+
+// RouteMatch is the conjunction of a path condition and header conditions.
+// Methods are matched as the ":method" pseudo-header, as in Envoy.
+type RouteMatch struct {
+	PathKind      PathMatchKind
+	Path          string
+	CaseSensitive bool
+	Headers       []HeaderMatcher
+	// GRPCOnly matches only requests with content-type application/grpc*.
+	GRPCOnly bool
+}
+
+// HeaderMatchKind says how HeaderMatcher.Value is compared.
+type HeaderMatchKind uint8
+
+const (
+	HeaderExact HeaderMatchKind = iota
+	HeaderPrefix
+	HeaderSuffix
+	HeaderContains
+	HeaderRegex // RE2, whole value must match
+	HeaderPresent
+)
+
+// HeaderMatcher tests one request header. Name is lower case; pseudo-headers
+// ":method", ":authority", ":path" and ":scheme" are matched against the request.
+type HeaderMatcher struct {
+	Name   string
+	Kind   HeaderMatchKind
+	Value  string
+	Invert bool
+}
+
+// HeaderValueOption adds a header; with Append false it replaces existing values.
+type HeaderValueOption struct {
+	Name   string
+	Value  string
+	Append bool
+}
+
+// RouteAction forwards to one cluster chosen by weight.
+type RouteAction struct {
+	// Clusters has one entry for a plain route, more for a weighted split. Weights
+	// are positive; their sum is below 2^32.
+	Clusters []WeightedCluster
+	// Timeout bounds the whole exchange (until the response ends); 0 disables.
+	// Envoy's default when the field is unset is 15s; xds/resource applies it.
+	Timeout time.Duration
+	// PrefixRewrite replaces the matched path prefix when not empty.
+	PrefixRewrite string
+	// HostRewrite replaces the authority when not empty.
+	HostRewrite string
+}
+
+// WeightedCluster is one side of a weighted split.
+type WeightedCluster struct {
+	Name                   string
+	Weight                 uint32
+	RequestHeadersToAdd    []HeaderValueOption
+	RequestHeadersToRemove []string
+}
+
+// DirectResponse answers from the proxy itself.
+type DirectResponse struct {
+	Status int
+	Body   string
+}
+
+// Protocol is what the proxy speaks to a cluster's endpoints.
+type Protocol uint8
+
+const (
+	// ProtocolHTTP1 is HTTP/1.1 with keep-alive, the default of an Envoy cluster.
+	ProtocolHTTP1 Protocol = iota
+	// ProtocolH2C is HTTP/2 with prior knowledge over plain TCP.
+	ProtocolH2C
+	// ProtocolTCP marks a cluster used only by TCP proxies.
+	ProtocolTCP
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case ProtocolH2C:
+		return "h2c"
+	case ProtocolTCP:
+		return "tcp"
+	}
+	return "http/1.1"
+}
+
+// LBPolicy chooses an endpoint per request or connection.
+type LBPolicy uint8
+
+const (
+	RoundRobin LBPolicy = iota
+)
+
+// Cluster is a named group of upstream endpoints and how to reach them.
+type Cluster struct {
+	Name           string
+	ConnectTimeout time.Duration
+	Protocol       Protocol
+	LBPolicy       LBPolicy
+	// Endpoints are the healthy (or health-unknown) endpoints only, in the order
+	// the control plane sent them.
+	Endpoints []Endpoint
+}
+
+// Endpoint is one upstream address.
+type Endpoint struct {
+	Address string // host:port
+	Weight  uint32 // load-balancing weight, >= 1
+}
