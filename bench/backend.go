@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/types/descriptorpb"
+)
+
+// backendBody is the response of the HTTP backend: small, so that the bench
+// measures per-request proxy overhead rather than copying.
+var backendBody = []byte("ok\n")
+
+// runBackend serves HTTP/1.1 and h2c (prior knowledge) on httpAddr and gRPC (the
+// standard health service, whose Check is a unary call) on grpcAddr until SIGTERM
+// or SIGINT. It is the bench binary re-executed with -backend, so that it can be
+// pinned to its own CPU with taskset.
+func runBackend(httpAddr, grpcAddr string) error {
+	hl, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return fmt.Errorf("backend http listen: %w", err)
+	}
+	gl, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		hl.Close()
+		return fmt.Errorf("backend grpc listen: %w", err)
+	}
+
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Write(backendBody)
+		}),
+		Protocols:         &protos,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+	}
+	gs := grpc.NewServer()
+	hsrv := health.NewServer()
+	hsrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hsrv)
+
+	errc := make(chan error, 2)
+	go func() { errc <- hs.Serve(hl) }()
+	go func() { errc <- gs.Serve(gl) }()
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case <-sig:
+	case err = <-errc:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	hs.Shutdown(ctx)
+	gs.Stop()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// healthProtoset returns a serialized FileDescriptorSet of grpc/health/v1, which
+// ghz needs to build requests without server reflection (reflection would add a
+// streaming call through each chain before every run).
+func healthProtoset() ([]byte, error) {
+	fd := protodesc.ToFileDescriptorProto(healthpb.File_grpc_health_v1_health_proto)
+	return proto.Marshal(&descriptorpb.FileDescriptorSet{File: []*descriptorpb.FileDescriptorProto{fd}})
+}

@@ -1,0 +1,21 @@
+// Command bench compares the request path through two chained meshproxy sidecars
+// with a direct connection to the backend and with two-proxy chains of nginx,
+// HAProxy and Caddy, using the same load tools (wrk, h2load, ghz, fortio) for all.
+//
+// Usage, from the repository root (tools from .ci/install-bench-tools.sh):
+//
+//	go run ./bench                       # full run, writes docs/benchmarks.md
+//	go run ./bench --quick               # smoke run (< 2 min), prints only
+//	go run ./bench --chains direct,nginx --duration 3s --rounds 2 --out /tmp/b.md
+//
+// One run starts a Go backend (HTTP/1.1 + h2c on one port, gRPC health on another)
+// and every selected chain, then for each test runs all chains round-robin for
+// several short rounds so that machine drift affects every chain alike. Load
+// generator and client-side proxy are pinned to CPU 0, backend and server-side
+// proxy to CPU 1 (taskset), each proxy runs one worker. Proxy CPU is read from
+// /proc/<pid>/stat around each measurement, memory from /proc/<pid>/status.
+//
+// Concurrency: the orchestration runs on the main goroutine; every child process
+// is started and stopped by it (by PID, SIGTERM then SIGKILL) and nothing else is
+// killed. The backend mode (-backend) serves until SIGTERM.
+package main

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Test names, in the order they run and are reported.
+const (
+	testH1    = "http1"  // wrk, HTTP/1.1 keep-alive, saturation
+	testH2C   = "h2c"    // h2load, saturation
+	testGRPC  = "grpc"   // ghz, unary, saturation
+	testFixed = "fixed"  // fortio, HTTP/1.1 at a fixed rate
+	chainDir  = "direct" // no proxy: the baseline
+	chainNgx  = "nginx"  // the reference proxy chain
+)
+
+var allTests = []string{testH1, testH2C, testGRPC, testFixed}
+
+// sample is one measurement of one chain in one test.
+type sample struct {
+	res      result
+	cpuTicks uint64 // both proxies, utime+stime, over the measurement
+}
+
+// cell collects the samples of one (test, chain) pair across rounds.
+type cell struct {
+	samples []sample
+}
+
+// rps is the median throughput over rounds.
+func (c *cell) rps() float64 {
+	return median(c.samples, func(s sample) float64 { return s.res.RPS })
+}
+
+// p50 and p99 are the medians over rounds of each round's percentile.
+func (c *cell) p50() time.Duration {
+	return time.Duration(median(c.samples, func(s sample) float64 { return float64(s.res.P50) }))
+}
+
+func (c *cell) p99() time.Duration {
+	return time.Duration(median(c.samples, func(s sample) float64 { return float64(s.res.P99) }))
+}
+
+// totals sums requests, errors and CPU ticks over rounds.
+func (c *cell) totals() (req, errs int64, ticks uint64) {
+	for _, s := range c.samples {
+		req += s.res.Requests
+		errs += s.res.Errors
+		ticks += s.cpuTicks
+	}
+	return req, errs, ticks
+}
+
+// mcpuPer1k is proxy CPU in millicores per 1,000 requests/s: CPU seconds per
+// request times 1e6 (1,000 rps times 1,000 millicores per core).
+func (c *cell) mcpuPer1k() float64 {
+	req, _, ticks := c.totals()
+	return mcpuPer1k(ticks, req)
+}
+
+func mcpuPer1k(ticks uint64, requests int64) float64 {
+	if requests <= 0 {
+		return 0
+	}
+	return float64(ticks) * 1e6 / (clockTicks * float64(requests))
+}
+
+// median of f over samples; the mean of the middle two for even counts, 0 for none.
+func median(samples []sample, f func(sample) float64) float64 {
+	if len(samples) == 0 {
+		return 0
+	}
+	v := make([]float64, len(samples))
+	for i, s := range samples {
+		v[i] = f(s)
+	}
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// ratio formats v/base as "1.23x"; "n/a" when either is missing (zero).
+func ratio(v, base float64) string {
+	if v == 0 || base == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", v/base)
+}
+
+// memRow is the resident memory of one chain's two proxies, in KiB.
+type memRow struct {
+	ClientIdle, ClientPeak int64
+	ServerIdle, ServerPeak int64
+}
+
+// report holds everything one run measured and renders it.
+type report struct {
+	Command  string
+	Started  time.Time
+	Machine  []string // "key: value" lines
+	Settings []string
+	Notes    []string                    // skipped chains, errors seen
+	Chains   []string                    // in report order, direct first
+	Cells    map[string]map[string]*cell // test -> chain
+	Mem      map[string]memRow           // chain -> memory
+}
+
+func newReport(chains []string) *report {
+	r := &report{Chains: chains, Cells: map[string]map[string]*cell{}, Mem: map[string]memRow{}}
+	for _, t := range allTests {
+		r.Cells[t] = map[string]*cell{}
+		for _, c := range chains {
+			r.Cells[t][c] = &cell{}
+		}
+	}
+	return r
+}
+
+func (r *report) add(test, chain string, s sample) {
+	c := r.Cells[test][chain]
+	c.samples = append(c.samples, s)
+}
+
+// get returns the cell or an empty one, so that missing chains render as n/a.
+func (r *report) get(test, chain string) *cell {
+	if c := r.Cells[test][chain]; c != nil {
+		return c
+	}
+	return &cell{}
+}
+
+func fmtRPS(v float64) string {
+	if v == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func fmtLat(d time.Duration) string {
+	if d == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f ms", float64(d)/1e6)
+}
+
+func fmtMiB(kib int64) string {
+	if kib == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(kib)/1024)
+}
+
+// writeTables writes the result tables as Markdown.
+func (r *report) writeTables(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+
+	p("### Throughput at saturation (requests/s, median of rounds)\n\n")
+	p("| chain | HTTP/1.1 (wrk) | vs direct | vs nginx | h2c (h2load) | vs direct | vs nginx | gRPC unary (ghz) | vs direct | vs nginx |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, ch := range r.Chains {
+		p("| %s", ch)
+		for _, t := range []string{testH1, testH2C, testGRPC} {
+			v := r.get(t, ch).rps()
+			p(" | %s | %s | %s", fmtRPS(v), ratio(v, r.get(t, chainDir).rps()), ratio(v, r.get(t, chainNgx).rps()))
+		}
+		p(" |\n")
+	}
+
+	p("\n### Latency at a fixed rate (fortio, HTTP/1.1 keep-alive)\n\n")
+	p("| chain | achieved rps | p50 | vs direct | vs nginx | p99 | vs direct | vs nginx |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, ch := range r.Chains {
+		c, d, n := r.get(testFixed, ch), r.get(testFixed, chainDir), r.get(testFixed, chainNgx)
+		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", ch, fmtRPS(c.rps()),
+			fmtLat(c.p50()), ratio(float64(c.p50()), float64(d.p50())), ratio(float64(c.p50()), float64(n.p50())),
+			fmtLat(c.p99()), ratio(float64(c.p99()), float64(d.p99())), ratio(float64(c.p99()), float64(n.p99())))
+	}
+
+	p("\n### Saturation latency (median of rounds; h2load reports no percentiles)\n\n")
+	p("| chain | HTTP/1.1 p50 | HTTP/1.1 p99 | gRPC p50 | gRPC p99 |\n")
+	p("| --- | ---: | ---: | ---: | ---: |\n")
+	for _, ch := range r.Chains {
+		h, g := r.get(testH1, ch), r.get(testGRPC, ch)
+		p("| %s | %s | %s | %s | %s |\n", ch, fmtLat(h.p50()), fmtLat(h.p99()), fmtLat(g.p50()), fmtLat(g.p99()))
+	}
+
+	p("\n### Proxy CPU (both proxies, millicores per 1,000 requests/s; lower is better)\n\n")
+	p("| chain | at fixed rate | vs nginx | HTTP/1.1 saturated | vs nginx | h2c saturated | vs nginx | gRPC saturated | vs nginx |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, ch := range r.Chains {
+		if ch == chainDir {
+			p("| %s | no proxy | | | | | | | |\n", ch)
+			continue
+		}
+		p("| %s", ch)
+		for _, t := range []string{testFixed, testH1, testH2C, testGRPC} {
+			v := r.get(t, ch).mcpuPer1k()
+			s := "n/a"
+			if v > 0 {
+				s = fmt.Sprintf("%.1f", v)
+			}
+			p(" | %s | %s", s, ratio(v, r.get(t, chainNgx).mcpuPer1k()))
+		}
+		p(" |\n")
+	}
+
+	p("\n### Proxy memory (resident set; idle = VmRSS before any load, peak = VmHWM after the run)\n\n")
+	p("| chain | client-side idle | client-side peak | server-side idle | server-side peak | both peak | vs nginx |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	ngx := r.Mem[chainNgx]
+	for _, ch := range r.Chains {
+		if ch == chainDir {
+			p("| %s | no proxy | | | | | |\n", ch)
+			continue
+		}
+		m := r.Mem[ch]
+		both := m.ClientPeak + m.ServerPeak
+		p("| %s | %s | %s | %s | %s | %s | %s |\n", ch, fmtMiB(m.ClientIdle), fmtMiB(m.ClientPeak),
+			fmtMiB(m.ServerIdle), fmtMiB(m.ServerPeak), fmtMiB(both), ratio(float64(both), float64(ngx.ClientPeak+ngx.ServerPeak)))
+	}
+
+	p("\n### Errors (failed requests summed over rounds; should all be 0)\n\n")
+	p("| chain | HTTP/1.1 | h2c | gRPC | fixed rate |\n| --- | ---: | ---: | ---: | ---: |\n")
+	for _, ch := range r.Chains {
+		p("| %s", ch)
+		for _, t := range []string{testH1, testH2C, testGRPC, testFixed} {
+			req, errs, _ := r.get(t, ch).totals()
+			p(" | %d of %d", errs, req+errs)
+		}
+		p(" |\n")
+	}
+}
+
+// writeDoc writes the whole docs/benchmarks.md page: how to run it, the machine,
+// the tables and how to read them.
+func (r *report) writeDoc(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("# Benchmarks: meshproxy against nginx, HAProxy and Caddy\n\n")
+	p("This page is generated by `go run ./bench` (source: [`bench/`](../bench)); re-run it to refresh the numbers.\n\n")
+	p("## What is measured\n\n")
+	p("The same load goes to a Go backend directly and through four chains of two proxies, the shape of a\n")
+	p("sidecar-to-sidecar call: load generator -> proxy 1 (client side) -> proxy 2 (server side) -> backend.\n\n")
+	p("- **direct**: no proxy, the baseline.\n")
+	p("- **meshproxy**: a real `controlplane` with a model directory the bench writes, a client-side `meshproxy`\n")
+	p("  (outbound listener, Host `bench`) and a server-side `meshproxy` (inbound listener -> backend), configured\n")
+	p("  over ADS. Sidecar to sidecar is HTTP/2 (h2c) as in the mesh; the inbound hop speaks the Service's\n")
+	p("  `appProtocol`. A sidecar has one inbound listener and one app address, so there is one Service and one\n")
+	p("  server-side sidecar per protocol (`bench` http, `bench-h2c` h2c, `bench-grpc` grpc), all in front of the same backend.\n")
+	p("- **nginx**, **haproxy**, **caddy**: Debian packages, two processes each, reverse proxies with keep-alive\n")
+	p("  upstreams. HTTP/1.1 test: HTTP/1.1 on every hop. h2c and gRPC tests: HTTP/2 prior knowledge on every hop\n")
+	p("  (nginx `listen ... http2` + `grpc_pass`, its only HTTP/2 upstream; HAProxy `proto h2`; Caddy `h2c://`).\n")
+	p("  Debian 12 ships nginx 1.22, which predates `http2 on` (1.25.1), hence `listen ... http2`.\n")
+	p("  The rendered configs are in `bench/configs.go`; `go run ./bench --keep-tmp` keeps them with the logs.\n\n")
+	p("Tests, each run for every chain in turn (round-robin, several short rounds so drift hits all chains alike):\n\n")
+	p("- HTTP/1.1 keep-alive throughput at saturation: `wrk`.\n")
+	p("- h2c throughput at saturation: `h2load` (one connection set, several streams per connection).\n")
+	p("- gRPC unary throughput at saturation: `ghz`, `grpc.health.v1.Health/Check`.\n")
+	p("- Latency at a fixed 2,000 requests/s over HTTP/1.1 keep-alive: `fortio load -qps 2000`.\n")
+	p("- Proxy CPU: utime+stime of both proxies (and their children) from `/proc/<pid>/stat` over each\n")
+	p("  measurement, divided by the successful requests, shown as millicores per 1,000 requests/s.\n")
+	p("- Proxy memory: VmRSS of each proxy before any load, VmHWM (peak) after the run, from `/proc/<pid>/status`.\n\n")
+	p("Pinning on a 2-core machine: load generator and client-side proxy on CPU 0, backend and server-side\n")
+	p("proxy on CPU 1 (`taskset -c`); one worker per proxy (nginx `worker_processes 1`, HAProxy `nbthread 1`,\n")
+	p("Caddy and meshproxy `GOMAXPROCS=1`).\n\n")
+	p("## Command\n\n```\n%s\n```\n\n", r.Command)
+	p("Settings:\n\n")
+	for _, s := range r.Settings {
+		p("- %s\n", s)
+	}
+	p("\nTools: install with `.ci/install-bench-tools.sh` (apt: wrk, nghttp2-client, nginx, haproxy, caddy;\n")
+	p("`go install` ghz and fortio). `go run ./bench -h` lists the flags (`--quick` is a smoke run under 2 minutes).\n\n")
+	p("## Machine\n\n")
+	for _, m := range r.Machine {
+		p("- %s\n", m)
+	}
+	p("\n## Results (run of %s)\n\n", r.Started.UTC().Format("2006-01-02 15:04 UTC"))
+	if len(r.Notes) > 0 {
+		for _, n := range r.Notes {
+			p("> %s\n>\n", n)
+		}
+		p("\n")
+	}
+	r.writeTables(w)
+	p("\n## How to read this\n\n")
+	p("- \"vs direct\" divides by the direct path and \"vs nginx\" by the nginx chain. For throughput higher is\n")
+	p("  better, so a meshproxy \"vs nginx\" of 1.10x means 10%% more requests/s than two nginx; for latency, CPU\n")
+	p("  and memory lower is better, so 0.90x is 10%% less.\n")
+	p("- The saturation tests measure the whole machine: with two cores the load generator shares CPU 0\n")
+	p("  with the client-side proxy, so a proxy that needs less CPU leaves more to the generator and the\n")
+	p("  backend. Compare chains with each other, not with published numbers of other machines.\n")
+	p("- The fixed-rate latency is the number closest to what a sidecar adds to a real call: two extra\n")
+	p("  hops at moderate load. p99 on a shared 2-core VM is noisy; look at differences of more than ~20%%.\n")
+	p("- CPU per 1,000 requests/s is what you would budget per sidecar pair; 100 millicores means a tenth\n")
+	p("  of a core for the two proxies at 1,000 requests/s. The tick resolution of /proc is 10 ms, so short\n")
+	p("  runs have about +-2 ticks of error per measurement.\n")
+	p("- Errors should be zero; a chain with errors has throughput numbers that do not mean much. Calls that\n")
+	p("  ghz itself cuts when it closes its connections at the end of a run are not counted as errors.\n")
+	p("- Throughputs are medians over rounds; CPU is total CPU over total requests across rounds.\n")
+}
+
+// writeSummary writes a short plain-text header and the tables, for stdout.
+func (r *report) writeSummary(w io.Writer) {
+	fmt.Fprintf(w, "\n%s\n", strings.Repeat("=", 72))
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	r.writeTables(w)
+}

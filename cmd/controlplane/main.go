@@ -1,0 +1,165 @@
+// Command controlplane serves the mesh over Envoy v3 xDS (ADS, SotW and delta):
+// it watches a directory of Kubernetes-style YAML (Services, EndpointSlices,
+// GAMMA HTTPRoutes), registers workloads from their proxies' node metadata and
+// pushes every node its listeners, routes, clusters and endpoints.
+//
+// main only wires things: flags and an optional config file, the slog logger, the
+// file source into the xDS server, and SIGINT/SIGTERM into a graceful stop.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/tinymesh/tinymesh/xds/server"
+	"github.com/tinymesh/tinymesh/xds/source/file"
+)
+
+// settings are the controlplane's knobs; the config file uses the JSON names.
+type settings struct {
+	XDSAddr       string `json:"xdsAddr"`
+	ModelDir      string `json:"modelDir"`
+	EndpointGrace string `json:"endpointGrace"`
+	LogLevel      string `json:"logLevel"`
+	LogFormat     string `json:"logFormat"`
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run returns the exit code: 0 after a clean shutdown, 1 on a runtime failure,
+// 2 on bad flags or configuration.
+func run(args []string, stderr io.Writer) int {
+	s, err := parse(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "controlplane:", err)
+		return 2
+	}
+	log, err := newLogger(s, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "controlplane:", err)
+		return 2
+	}
+	grace, err := time.ParseDuration(s.EndpointGrace)
+	if err != nil || grace < 0 {
+		fmt.Fprintf(stderr, "controlplane: invalid endpoint grace %q\n", s.EndpointGrace)
+		return 2
+	}
+	if grace == 0 {
+		grace = -1 // the server reads 0 as "default"; the flag means "at once"
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	lis, err := net.Listen("tcp", s.XDSAddr)
+	if err != nil {
+		log.Error("cannot listen", "addr", s.XDSAddr, "err", err)
+		return 1
+	}
+	srv := server.New(server.Options{EndpointGrace: grace, Logger: log})
+	src := file.New(s.ModelDir, log)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	srcCtx, cancelSrc := context.WithCancel(ctx)
+	srcDone := make(chan error, 1)
+	go func() { srcDone <- src.Run(srcCtx, srv.SetModel) }()
+	log.Info("serving xDS", "addr", lis.Addr().String(), "modelDir", s.ModelDir)
+
+	code, srcRunning := 0, true
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-errc:
+		log.Error("xDS server failed", "err", err)
+		code = 1
+	case err := <-srcDone:
+		log.Error("model source failed", "err", err)
+		code, srcRunning = 1, false
+	}
+	cancelSrc()
+	if srcRunning {
+		<-srcDone
+	}
+	if err := srv.Close(); err != nil {
+		log.Error("close", "err", err)
+		code = 1
+	}
+	return code
+}
+
+func parse(args []string, stderr io.Writer) (settings, error) {
+	s := settings{XDSAddr: "127.0.0.1:15010", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text"}
+	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "optional YAML file with xdsAddr, modelDir, endpointGrace, logLevel, logFormat; flags override it")
+	xdsAddr := fs.String("xds-addr", s.XDSAddr, "gRPC address serving ADS (SotW and delta)")
+	modelDir := fs.String("model-dir", s.ModelDir, "directory of multi-document Kubernetes-style YAML (watched)")
+	grace := fs.Duration("endpoint-grace", 10*time.Second, "how long a disconnected proxy's endpoint stays")
+	level := fs.String("log-level", s.LogLevel, "debug, info, warn or error")
+	format := fs.String("log-format", s.LogFormat, "text or json")
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *config != "" {
+		data, err := os.ReadFile(*config)
+		if err != nil {
+			return s, fmt.Errorf("config: %w", err)
+		}
+		if err := yaml.UnmarshalStrict(data, &s); err != nil {
+			return s, fmt.Errorf("config %s: %w", *config, err)
+		}
+	}
+	// Flags given on the command line win over the file.
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "xds-addr":
+			s.XDSAddr = *xdsAddr
+		case "model-dir":
+			s.ModelDir = *modelDir
+		case "endpoint-grace":
+			s.EndpointGrace = grace.String()
+		case "log-level":
+			s.LogLevel = *level
+		case "log-format":
+			s.LogFormat = *format
+		}
+	})
+	return s, nil
+}
+
+func newLogger(s settings, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		return nil, fmt.Errorf("invalid log level %q", s.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(s.LogFormat) {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("invalid log format %q (want text or json)", s.LogFormat)
+	}
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// TestMain lets the test binary act as the controlplane command, so the tests
+// can run it as a real process.
+func TestMain(m *testing.M) {
+	if os.Getenv("CONTROLPLANE_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestParse(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "cp.yaml")
+	if err := os.WriteFile(cfg, []byte("xdsAddr: 127.0.0.1:1\nmodelDir: /from/file\nlogFormat: json\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		want    settings
+		wantErr bool
+	}{
+		{"defaults", nil, settings{XDSAddr: "127.0.0.1:15010", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text"}, false},
+		{"file then flags", []string{"--config", cfg, "--model-dir", "/from/flag", "--endpoint-grace", "2s"},
+			settings{XDSAddr: "127.0.0.1:1", ModelDir: "/from/flag", EndpointGrace: "2s", LogLevel: "info", LogFormat: "json"}, false},
+		{"bad flag", []string{"--nope"}, settings{}, true},
+		{"extra args", []string{"x"}, settings{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parse(tc.args, io.Discard)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("error = %v, wantErr %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("settings (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestProcess runs the command, waits for its "serving xDS" log line, fetches
+// clusters over ADS and stops it with SIGTERM, expecting exit code 0.
+func TestProcess(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "svc.yaml"), []byte(`apiVersion: v1
+kind: Service
+metadata: {name: backend}
+spec:
+  ports: [{name: http, port: 8080}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "--xds-addr", "127.0.0.1:0", "--model-dir", dir, "--log-format", "json")
+	cmd.Env = append(os.Environ(), "CONTROLPLANE_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving xDS" {
+				addrc <- line.Addr
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-exited:
+		t.Fatalf("controlplane exited early: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal(`no "serving xDS" log line within 10s`)
+	}
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "client~1"}, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("Recv: %v", err)
+	}
+	if len(r.Resources) != 1 || !strings.Contains(string(r.Resources[0].Value), "outbound|8080||backend.default.svc.cluster.local") {
+		t.Errorf("clusters: got %d resources %v, want the backend cluster", len(r.Resources), r.Resources)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v, want status 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("controlplane did not exit within 10s of SIGTERM")
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"bad log format", []string{"--log-format", "xml"}, 2},
+		{"bad log level", []string{"--log-level", "loud"}, 2},
+		{"negative grace", []string{"--endpoint-grace", "-1s"}, 2},
+		{"missing config file", []string{"--config", "/nonexistent/cp.yaml"}, 2},
+		{"cannot listen", []string{"--xds-addr", "256.0.0.1:1"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := run(tc.args, io.Discard); got != tc.want {
+				t.Errorf("run(%q) = %d, want %d", tc.args, got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,212 @@
+// Command meshproxy is the sidecar: it subscribes to the control plane over ADS and
+// carries the workload's inbound and outbound traffic with the config it receives.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/tinymesh/tinymesh/dataplane"
+	"github.com/tinymesh/tinymesh/dataplane/admin"
+	"github.com/tinymesh/tinymesh/xds/client"
+)
+
+// options are the command-line settings; see docs/xds-conventions.md for how they
+// reach the control plane.
+type options struct {
+	xdsAddr        string
+	xdsMode        string
+	namespace      string
+	workload       string
+	labels         string
+	serviceAccount string
+	inbound        string
+	app            string
+	outbound       string
+	outboundIP     string
+	adminAddr      string
+	logLevel       string
+	logFormat      string
+	shutdownGrace  time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.xdsAddr, "xds", "127.0.0.1:15010", "control plane ADS address")
+	flag.StringVar(&o.xdsMode, "xds-mode", "delta", "ADS variant: delta or sotw")
+	flag.StringVar(&o.namespace, "namespace", "default", "workload namespace")
+	flag.StringVar(&o.workload, "workload", "", "workload name, e.g. backend-v1 (required)")
+	flag.StringVar(&o.labels, "labels", "", "workload labels, e.g. app=backend,version=v1")
+	flag.StringVar(&o.serviceAccount, "service-account", "", "service account (default: the workload name)")
+	flag.StringVar(&o.inbound, "inbound", "", "inbound listener address for mesh traffic (empty: none)")
+	flag.StringVar(&o.app, "app", "", "local app address the inbound listener forwards to")
+	flag.StringVar(&o.outbound, "outbound", "", "outbound HTTP listener address the local app sends to (empty: none)")
+	flag.StringVar(&o.outboundIP, "outbound-ip", "", "IP for per-port outbound TCP listeners (default: host of --outbound)")
+	flag.StringVar(&o.adminAddr, "admin", "127.0.0.1:15000", "admin address (/ready, /config_dump); keep it on localhost")
+	flag.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	flag.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 5*time.Second, "how long to drain connections on SIGTERM")
+	flag.Parse()
+
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "meshproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	logger, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	node, err := buildNode(o)
+	if err != nil {
+		return err
+	}
+	mode := client.Delta
+	switch o.xdsMode {
+	case "delta":
+	case "sotw":
+		mode = client.SotW
+	default:
+		return fmt.Errorf("--xds-mode %q: want delta or sotw", o.xdsMode)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	proxy := dataplane.New(dataplane.Options{Logger: logger})
+	adm := admin.New(admin.Options{
+		Addr:       o.adminAddr,
+		Ready:      proxy.Ready,
+		ConfigDump: func() any { return proxy.Snapshot() },
+		Logger:     logger,
+	})
+	if err := adm.Start(); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+
+	xc, err := client.New(client.Options{
+		ServerAddr: o.xdsAddr,
+		Node:       node,
+		Mode:       mode,
+		Apply:      proxy.Apply,
+		Logger:     logger,
+	})
+	if err != nil {
+		return err
+	}
+	logger.Info("meshproxy starting", "node", node.GetId(), "xds", o.xdsAddr, "xds_mode", o.xdsMode,
+		"inbound", o.inbound, "app", o.app, "outbound", o.outbound, "admin", adm.Addr())
+
+	xdsErr := make(chan error, 1)
+	go func() { xdsErr <- xc.Run(ctx) }()
+
+	select {
+	case <-ctx.Done():
+	case err = <-xdsErr:
+	}
+	stop()
+	logger.Info("meshproxy stopping: draining", "grace", o.shutdownGrace)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
+	defer cancel()
+	if cerr := proxy.Close(shutdownCtx); cerr != nil {
+		logger.Warn("drain incomplete", "err", cerr)
+	}
+	if cerr := adm.Close(shutdownCtx); cerr != nil {
+		logger.Warn("admin close", "err", cerr)
+	}
+	if err == nil {
+		err = <-xdsErr
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// buildNode checks the flags and describes this workload to the control plane
+// (docs/xds-conventions.md).
+func buildNode(o options) (*corev3.Node, error) {
+	if o.workload == "" {
+		return nil, errors.New("--workload is required")
+	}
+	labels, err := parseLabels(o.labels)
+	if err != nil {
+		return nil, err
+	}
+	for flagName, addr := range map[string]string{"--inbound": o.inbound, "--app": o.app, "--outbound": o.outbound} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", flagName, addr, err)
+		}
+	}
+	if o.inbound != "" && o.app == "" {
+		return nil, errors.New("--inbound needs --app: the address of the local app to hand traffic to")
+	}
+	info := client.NodeInfo{
+		Namespace:        o.namespace,
+		Workload:         o.workload,
+		ServiceAccount:   o.serviceAccount,
+		Labels:           labels,
+		InboundAddr:      o.inbound,
+		AppAddr:          o.app,
+		OutboundHTTPAddr: o.outbound,
+		OutboundIP:       o.outboundIP,
+	}
+	if info.ServiceAccount == "" {
+		info.ServiceAccount = o.workload
+	}
+	if info.OutboundIP == "" && o.outbound != "" {
+		info.OutboundIP, _, _ = net.SplitHostPort(o.outbound)
+	}
+	node, err := client.NewNode(info)
+	if err != nil {
+		return nil, err
+	}
+	node.UserAgentName = "meshproxy"
+	return node, nil
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	labels := map[string]string{}
+	if s == "" {
+		return labels, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels %q: want key=value[,key=value]", s)
+		}
+		labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return labels, nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

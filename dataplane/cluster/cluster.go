@@ -1,0 +1,180 @@
+// Package cluster compiles a snapshot's clusters into what the request path needs
+// (an endpoint picker and an upstream transport per cluster) and owns upstream
+// transports across snapshots.
+//
+// Concurrency: a Table is immutable after Set.Build returns it and may be read from
+// any goroutine. Set's methods are safe for concurrent use; Build and Prune are
+// called by the proxy's single config goroutine, Acquire/Release by request
+// goroutines (one atomic add each).
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/dataplane/lb"
+)
+
+// ErrNoHealthyEndpoint is returned when a cluster has no endpoint to pick.
+var ErrNoHealthyEndpoint = errors.New("cluster: no healthy endpoint")
+
+// defaultConnectTimeout applies when a cluster has none (Envoy's default is 5s).
+const defaultConnectTimeout = 5 * time.Second
+
+// Cluster is the compiled form of one config.Cluster.
+type Cluster struct {
+	Name           string
+	Protocol       config.Protocol
+	ConnectTimeout time.Duration
+	Picker         *lb.RoundRobin
+	// Upstream is shared by every snapshot that has a cluster of this name and
+	// protocol, so pooled connections survive config changes.
+	Upstream *Upstream
+}
+
+// Table maps cluster names to compiled clusters for one snapshot.
+type Table struct {
+	clusters map[string]*Cluster
+}
+
+// Get returns the named cluster; it does not allocate.
+func (t *Table) Get(name string) (*Cluster, bool) {
+	if t == nil {
+		return nil, false
+	}
+	c, ok := t.clusters[name]
+	return c, ok
+}
+
+// Upstream is a pooled HTTP client transport for one cluster identity (name and
+// protocol). Request goroutines bracket each use with Acquire/Release so the Set
+// can close it once the cluster is gone and its last user is done.
+type Upstream struct {
+	key       key
+	Transport *http.Transport // set at creation, read-only after
+	Dialer    *net.Dialer     // dedicated connections (upgrades) use it too
+
+	inflight atomic.Int64 // accessed atomically
+	removed  atomic.Bool  // set by Prune, cleared if the cluster comes back
+}
+
+// Acquire marks one in-flight use of the transport.
+func (u *Upstream) Acquire() { u.inflight.Add(1) }
+
+// Release ends a use begun with Acquire; the last user of a removed cluster
+// closes its idle connections.
+func (u *Upstream) Release() {
+	if u.inflight.Add(-1) == 0 && u.removed.Load() {
+		u.Transport.CloseIdleConnections()
+	}
+}
+
+type key struct {
+	name     string
+	protocol config.Protocol
+	timeout  time.Duration
+}
+
+// Set owns upstream transports keyed by stable identity across snapshots.
+type Set struct {
+	mu        sync.Mutex
+	upstreams map[key]*Upstream // guarded by mu
+}
+
+// NewSet returns an empty Set.
+func NewSet() *Set { return &Set{upstreams: make(map[key]*Upstream)} }
+
+// Build compiles snap's clusters, reusing the upstream transport of any cluster
+// whose name, protocol and connect timeout are unchanged. It does not retire
+// anything: call Prune with the table that ends up published.
+func (s *Set) Build(snap *config.Snapshot) *Table {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := &Table{clusters: make(map[string]*Cluster, len(snap.Clusters))}
+	for name, c := range snap.Clusters {
+		timeout := c.ConnectTimeout
+		if timeout <= 0 {
+			timeout = defaultConnectTimeout
+		}
+		k := key{name: name, protocol: c.Protocol, timeout: timeout}
+		u, ok := s.upstreams[k]
+		if !ok {
+			u = newUpstream(k)
+			s.upstreams[k] = u
+		}
+		addrs := make([]string, len(c.Endpoints))
+		for i, e := range c.Endpoints {
+			addrs[i] = e.Address
+		}
+		t.clusters[name] = &Cluster{
+			Name:           name,
+			Protocol:       c.Protocol,
+			ConnectTimeout: timeout,
+			Picker:         lb.NewRoundRobin(addrs),
+			Upstream:       u,
+		}
+	}
+	return t
+}
+
+// Prune retires every upstream not used by live: it is forgotten by the Set and
+// its connections are closed once its in-flight requests are done.
+func (s *Set) Prune(live *Table) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, u := range s.upstreams {
+		if c, ok := live.Get(k.name); ok && c.Upstream == u {
+			continue
+		}
+		delete(s.upstreams, k)
+		u.removed.Store(true)
+		if u.inflight.Load() == 0 {
+			u.Transport.CloseIdleConnections()
+		}
+	}
+}
+
+// Close closes the idle connections of every upstream; call it after all
+// listeners have stopped.
+func (s *Set) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, u := range s.upstreams {
+		u.removed.Store(true)
+		u.Transport.CloseIdleConnections()
+		delete(s.upstreams, k)
+	}
+}
+
+func newUpstream(k key) *Upstream {
+	d := &net.Dialer{Timeout: k.timeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
+		// The proxy forwards bodies as they are; compression is the app's business.
+		DisableCompression:  true,
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     60 * time.Second,
+		// Responses go back byte for byte; a big buffer only costs memory.
+		WriteBufferSize: 16 << 10,
+		ReadBufferSize:  16 << 10,
+	}
+	p := new(http.Protocols)
+	if k.protocol == config.ProtocolH2C {
+		// Prior-knowledge HTTP/2 over plain TCP: one connection multiplexes
+		// all streams to an endpoint.
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	tr.Protocols = p
+	return &Upstream{key: k, Transport: tr, Dialer: d}
+}

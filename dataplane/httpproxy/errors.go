@@ -1,0 +1,100 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+)
+
+// ErrorHeader carries the reason for every response the proxy generates itself.
+const ErrorHeader = "X-Meshproxy-Error"
+
+// Reason labels a failure; it is the value of ErrorHeader and a stats label.
+type Reason uint8
+
+// Failure reasons, mapped to HTTP and gRPC statuses in one table (reasons).
+const (
+	RouteNotFound Reason = iota
+	ClusterNotFound
+	NoHealthyUpstream
+	UpstreamConnectFailure
+	UpstreamTimeout
+	UpstreamReset
+	UpgradeRefused
+	BadRequest
+)
+
+type reasonInfo struct {
+	name   string
+	status int
+	grpc   int // gRPC status code for application/grpc requests
+}
+
+// gRPC codes (google.golang.org/grpc/codes), spelled here so the proxy does not
+// link grpc-go.
+const (
+	grpcDeadlineExceeded = 4
+	grpcPermissionDenied = 7
+	grpcUnimplemented    = 12
+	grpcInternal         = 13
+	grpcUnavailable      = 14
+)
+
+var reasons = [...]reasonInfo{
+	RouteNotFound:          {"route_not_found", http.StatusNotFound, grpcUnimplemented},
+	ClusterNotFound:        {"cluster_not_found", http.StatusServiceUnavailable, grpcUnavailable},
+	NoHealthyUpstream:      {"no_healthy_upstream", http.StatusServiceUnavailable, grpcUnavailable},
+	UpstreamConnectFailure: {"upstream_connect_failure", http.StatusServiceUnavailable, grpcUnavailable},
+	UpstreamTimeout:        {"upstream_timeout", http.StatusGatewayTimeout, grpcDeadlineExceeded},
+	UpstreamReset:          {"upstream_reset", http.StatusBadGateway, grpcUnavailable},
+	UpgradeRefused:         {"upgrade_refused", http.StatusForbidden, grpcPermissionDenied},
+	BadRequest:             {"bad_request", http.StatusBadRequest, grpcInternal},
+}
+
+func (r Reason) String() string { return reasons[r].name }
+
+// Status is the HTTP status the proxy answers with for r.
+func (r Reason) Status() int { return reasons[r].status }
+
+// writeError answers a request the proxy could not forward: a trailers-only gRPC
+// error (HTTP 200) for gRPC requests, a plain-text HTTP error otherwise. It must be
+// called before anything else was written.
+func writeError(w http.ResponseWriter, grpcReq bool, r Reason) {
+	info := reasons[r]
+	h := w.Header()
+	h.Set(ErrorHeader, info.name)
+	if grpcReq {
+		// A trailers-only response: the status goes in the only HEADERS frame
+		// (gRPC over HTTP/2 spec, "Responses").
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(info.grpc))
+		h.Set("Grpc-Message", "meshproxy: "+info.name)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(info.status)
+	w.Write([]byte(info.name + "\n"))
+}
+
+// classify maps an upstream round-trip error to a reason. ok is false when the
+// downstream went away first and nothing should be written.
+func classify(err error, reqCtx, downstream context.Context) (r Reason, ok bool) {
+	if downstream.Err() != nil {
+		return 0, false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		if reqCtx.Err() != nil {
+			return UpstreamTimeout, true
+		}
+		return UpstreamConnectFailure, true
+	}
+	if reqCtx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		return UpstreamTimeout, true
+	}
+	return UpstreamReset, true
+}

@@ -1,0 +1,475 @@
+package httpproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster"
+	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/dataplane/route"
+)
+
+// State is what one HTTP listener serves for one snapshot.
+type State struct {
+	HCM       *config.HTTPConnectionManager
+	Direction config.Direction
+	Routes    *route.Table   // nil if the snapshot lacks the route config: every request gets 404
+	Clusters  *cluster.Table // the snapshot's compiled clusters
+}
+
+func (s *State) allowsUpgrade(proto string) bool {
+	for _, u := range s.HCM.UpgradeTypes {
+		if strings.EqualFold(u, proto) {
+			return true
+		}
+	}
+	return false
+}
+
+// Handler is the http.Handler of one HTTP listener.
+type Handler struct {
+	log   *slog.Logger          // set in NewHandler, read-only after
+	state atomic.Pointer[State] // written by the config goroutine
+
+	upgrades sync.WaitGroup // handlers splicing upgraded connections
+	mu       sync.Mutex
+	upConns  map[net.Conn]struct{} // upgraded downstream and upstream conns, guarded by mu
+}
+
+// NewHandler returns a Handler serving st until Store replaces it.
+func NewHandler(log *slog.Logger, st *State) *Handler {
+	h := &Handler{log: log, upConns: make(map[net.Conn]struct{})}
+	h.state.Store(st)
+	return h
+}
+
+// Store publishes new state; requests that start afterwards use it.
+func (h *Handler) Store(st *State) { h.state.Store(st) }
+
+// CloseUpgraded waits for upgraded connections to end until ctx is done, then
+// closes those still open and waits for their handlers to return.
+func (h *Handler) CloseUpgraded(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { h.upgrades.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	for c := range h.upConns {
+		c.Close()
+	}
+	h.mu.Unlock()
+	<-done
+}
+
+// NewServer returns the http.Server for an HTTP listener: HTTP/1.1 and h2c with
+// prior knowledge on one socket (Envoy's codec_type AUTO). Serve it with Serve, which
+// installs the request-smuggling guard.
+func NewServer(h *Handler, hcm *config.HTTPConnectionManager, log *slog.Logger) *http.Server {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	maxHdr := hcm.MaxRequestHeadersBytes
+	if maxHdr <= 0 {
+		maxHdr = 60 << 10 // Envoy's default max_request_headers_kb
+	}
+	return &http.Server{
+		Handler:     h,
+		Protocols:   p,
+		ConnContext: connContext,
+		// net/http answers 431 beyond this (plus 4 KiB of slack for the request
+		// line) and closes the connection; HTTP/2 advertises it as
+		// SETTINGS_MAX_HEADER_LIST_SIZE.
+		MaxHeaderBytes:    maxHdr,
+		IdleTimeout:       hcm.StreamIdleTimeout,
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// Serve serves srv on ln with every connection wrapped by the smuggling guard.
+func Serve(srv *http.Server, ln net.Listener) error {
+	return srv.Serve(sniffListener{ln})
+}
+
+// hopHeaders are connection-specific (RFC 9110 section 7.6.1) and never forwarded.
+var hopHeaders = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// stripHop removes hop-by-hop headers from h, keeping "TE: trailers" (gRPC needs
+// it end to end) and, for upgrades, Upgrade and Connection: upgrade.
+func stripHop(h http.Header, upgrade bool) {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				if upgrade && strings.EqualFold(f, "upgrade") {
+					continue
+				}
+				h.Del(f)
+			}
+		}
+	}
+	te := false
+	for _, v := range h["Te"] {
+		if strings.Contains(strings.ToLower(v), "trailers") {
+			te = true
+		}
+	}
+	up := h["Upgrade"]
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+	for k := range h {
+		if strings.HasPrefix(k, "Proxy-") {
+			delete(h, k)
+		}
+	}
+	if te {
+		h["Te"] = []string{"trailers"}
+	}
+	if upgrade {
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = up
+	}
+}
+
+// upgradeType returns the lower-case protocol an HTTP/1.1 request asks to switch
+// to, or "".
+func upgradeType(r *http.Request) string {
+	if r.ProtoMajor != 1 {
+		return ""
+	}
+	up := r.Header.Get("Upgrade")
+	if up == "" {
+		return ""
+	}
+	for _, v := range r.Header["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), "upgrade") {
+				return strings.ToLower(up)
+			}
+		}
+	}
+	return ""
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := h.state.Load() // one config version for the whole request
+	grpcReq := route.IsGRPC(r.Header)
+	if r.ProtoMajor == 1 {
+		if sc := sniffFrom(r.Context()); sc != nil && sc.nextRequest() {
+			// Both Content-Length and Transfer-Encoding: refuse and close
+			// (RFC 9112 section 6.3; see sniff.go).
+			w.Header().Set("Connection", "close")
+			writeError(w, false, BadRequest)
+			return
+		}
+	}
+	up := upgradeType(r)
+	if up != "" && !st.allowsUpgrade(up) {
+		writeError(w, grpcReq, UpgradeRefused)
+		return
+	}
+	if st.Routes == nil {
+		writeError(w, grpcReq, RouteNotFound)
+		return
+	}
+	rq := route.Request{Authority: r.Host, Method: r.Method, Path: r.URL.Path, Header: r.Header}
+	vh, rt := st.Routes.Match(&rq)
+	if rt == nil {
+		writeError(w, grpcReq, RouteNotFound)
+		return
+	}
+	if d := rt.Config.DirectResponse; d != nil {
+		addResponseHeaders(w.Header(), st.Routes.Config, vh.Config, rt.Config)
+		w.WriteHeader(d.Status)
+		io.WriteString(w, d.Body)
+		return
+	}
+	wc := rt.PickCluster()
+	if wc == nil {
+		writeError(w, grpcReq, ClusterNotFound)
+		return
+	}
+	c, ok := st.Clusters.Get(wc.Name)
+	if !ok {
+		writeError(w, grpcReq, ClusterNotFound)
+		return
+	}
+	addr, ok := c.Picker.Pick()
+	if !ok {
+		writeError(w, grpcReq, NoHealthyUpstream)
+		return
+	}
+
+	ctx := r.Context()
+	timeout := rt.Config.Action.Timeout
+	if grpcReq {
+		// gRPC over HTTP/2 spec: grpc-timeout bounds the call; honour the
+		// tighter of it and the route timeout.
+		if d, ok := parseGRPCTimeout(r.Header.Get("Grpc-Timeout")); ok && (timeout == 0 || d < timeout) {
+			timeout = d
+		}
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	out := h.outbound(ctx, r, st, vh, rt, wc, addr, up != "")
+	if up != "" {
+		h.serveUpgrade(w, r, out, c, addr)
+		return
+	}
+	h.forward(w, r, out, c, grpcReq, st, vh, rt)
+}
+
+// outbound builds the upstream request; r is never modified.
+func (h *Handler) outbound(ctx context.Context, r *http.Request, st *State, vh *route.VirtualHost, rt *route.Route, wc *config.WeightedCluster, addr string, upgrade bool) *http.Request {
+	hdr := r.Header.Clone()
+	stripHop(hdr, upgrade)
+	delete(hdr, "Host")
+	rc := st.Routes.Config
+	// Most specific level first, as Envoy does by default: a later level's
+	// non-appending add overrides an earlier one.
+	levels := [...]struct {
+		remove []string
+		add    []config.HeaderValueOption
+	}{
+		{wc.RequestHeadersToRemove, wc.RequestHeadersToAdd},
+		{rt.Config.RequestHeadersToRemove, rt.Config.RequestHeadersToAdd},
+		{vh.Config.RequestHeadersToRemove, vh.Config.RequestHeadersToAdd},
+		{rc.RequestHeadersToRemove, rc.RequestHeadersToAdd},
+	}
+	for _, l := range levels {
+		for _, k := range l.remove {
+			hdr.Del(k)
+		}
+	}
+	for _, l := range levels {
+		applyAdds(hdr, l.add)
+	}
+	if st.HCM.UseRemoteAddress {
+		if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			if prior := hdr.Values("X-Forwarded-For"); len(prior) > 0 {
+				ip = strings.Join(prior, ", ") + ", " + ip
+			}
+			hdr.Set("X-Forwarded-For", ip)
+		}
+	}
+	if st.HCM.GenerateRequestID && hdr.Get("X-Request-Id") == "" {
+		hdr.Set("X-Request-Id", newRequestID())
+	}
+	host := r.Host
+	if a := rt.Config.Action; a.HostRewrite != "" {
+		host = a.HostRewrite
+	}
+	u := &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	if p := rt.RewritePath(r.URL.Path); p != r.URL.Path {
+		u.Path, u.RawPath = p, ""
+	}
+	out := (&http.Request{
+		Method:     r.Method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     hdr,
+		Host:       host,
+		Trailer:    r.Trailer,
+	}).WithContext(ctx)
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		out.Body = r.Body
+		out.ContentLength = r.ContentLength
+	}
+	return out
+}
+
+func applyAdds(h http.Header, adds []config.HeaderValueOption) {
+	for _, a := range adds {
+		if a.Append {
+			h.Add(a.Name, a.Value)
+		} else {
+			h.Set(a.Name, a.Value)
+		}
+	}
+}
+
+func addResponseHeaders(h http.Header, rc *config.RouteConfig, vh *config.VirtualHost, rt *config.Route) {
+	for _, rm := range [...][]string{rt.ResponseHeadersToRemove, vh.ResponseHeadersToRemove, rc.ResponseHeadersToRemove} {
+		for _, k := range rm {
+			h.Del(k)
+		}
+	}
+	applyAdds(h, rt.ResponseHeadersToAdd)
+	applyAdds(h, vh.ResponseHeadersToAdd)
+	applyAdds(h, rc.ResponseHeadersToAdd)
+}
+
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40 // UUID version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// forward sends out upstream and streams the response back to w.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Request, c *cluster.Cluster, grpcReq bool, st *State, vh *route.VirtualHost, rt *route.Route) {
+	if r.ProtoMajor == 1 && out.Body != nil {
+		// Let the upstream answer while the request body still streams in
+		// (HTTP/1.1 net/http otherwise reads the request body to completion
+		// before the first response write).
+		http.NewResponseController(w).EnableFullDuplex()
+	}
+	c.Upstream.Acquire()
+	defer c.Upstream.Release()
+	resp, err := c.Upstream.Transport.RoundTrip(out)
+	if err != nil {
+		reason, ok := classify(err, out.Context(), r.Context())
+		if ok {
+			h.log.Debug("upstream request failed", "cluster", c.Name, "endpoint", out.URL.Host, "reason", reason.String(), "err", err)
+			writeError(w, grpcReq, reason)
+		}
+		return
+	}
+	defer resp.Body.Close()
+
+	hdr := w.Header()
+	for k, vs := range resp.Header {
+		hdr[k] = vs
+	}
+	stripHop(hdr, false)
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		hdr["Content-Type"] = nil // forward as is: no content sniffing
+	}
+	addResponseHeaders(hdr, st.Routes.Config, vh.Config, rt.Config)
+	for k := range resp.Trailer {
+		hdr.Add("Trailer", k)
+	}
+	w.WriteHeader(resp.StatusCode)
+
+	// gRPC and responses of unknown length may be streams: deliver each chunk
+	// as it arrives.
+	flush := grpcReq || resp.ContentLength < 0
+	fl, _ := w.(http.Flusher)
+	// Send the headers at once so a streaming client sees the call start, but
+	// not for a gRPC trailers-only response (status in the headers): that
+	// must stay a single HEADERS frame with END_STREAM, which net/http only
+	// produces when nothing was flushed before the handler returns.
+	if _, trailersOnly := resp.Header["Grpc-Status"]; flush && fl != nil && !trailersOnly {
+		fl.Flush()
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp) // used only within this call
+	buf := *bp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // downstream gone; deferred Close cancels upstream
+			}
+			if flush && fl != nil {
+				fl.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			h.abortStream(w, r, out, grpcReq, resp, rerr)
+			return
+		}
+	}
+	for k, vs := range resp.Trailer {
+		hdr[http.TrailerPrefix+k] = vs
+	}
+}
+
+// abortStream ends a response whose upstream failed after the headers were sent.
+func (h *Handler) abortStream(w http.ResponseWriter, r *http.Request, out *http.Request, grpcReq bool, resp *http.Response, err error) {
+	if r.Context().Err() != nil {
+		return
+	}
+	reason := UpstreamReset
+	if out.Context().Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		reason = UpstreamTimeout
+	}
+	h.log.Debug("upstream stream failed", "endpoint", out.URL.Host, "reason", reason.String(), "err", err)
+	if grpcReq && resp.Trailer.Get("Grpc-Status") == "" {
+		// A gRPC client reads the status from trailers; give it one.
+		hdr := w.Header()
+		info := reasons[reason]
+		hdr.Set(http.TrailerPrefix+"Grpc-Status", strconv.Itoa(info.grpc))
+		hdr.Set(http.TrailerPrefix+"Grpc-Message", "meshproxy: "+info.name)
+		hdr.Set(http.TrailerPrefix+ErrorHeader, info.name)
+		return
+	}
+	// The status line is gone; the only honest signal left is to reset the
+	// stream (HTTP/2) or close the connection (HTTP/1.1) so the client does not
+	// take a truncated body for a complete one. net/http documents
+	// ErrAbortHandler as the way to do exactly that without logging a stack.
+	panic(http.ErrAbortHandler)
+}
+
+// parseGRPCTimeout parses the grpc-timeout header: up to 8 digits and a unit
+// (H, M, S, m, u, n), per the gRPC over HTTP/2 spec.
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v[:len(v)-1] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}

@@ -1,0 +1,114 @@
+package httpproxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster"
+	"github.com/tinymesh/tinymesh/dataplane/tcpproxy"
+)
+
+// serveUpgrade passes an Upgrade request (WebSocket) through: it always opens a
+// dedicated HTTP/1.1 connection, since an upgrade cannot ride an HTTP/2 stream to
+// an h2c cluster, relays the upstream's 101 and then splices the two connections.
+// Any other upstream answer is relayed as a normal response.
+func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http.Request, c *cluster.Cluster, addr string) {
+	h.upgrades.Add(1) // before Hijack, so before the server forgets this conn
+	defer h.upgrades.Done()
+	c.Upstream.Acquire()
+	defer c.Upstream.Release()
+
+	up, err := c.Upstream.Dialer.DialContext(out.Context(), "tcp", addr)
+	if err != nil {
+		if reason, ok := classify(err, out.Context(), r.Context()); ok {
+			writeError(w, false, reason)
+		}
+		return
+	}
+	if !h.trackUpgraded(up) {
+		up.Close()
+		return
+	}
+	defer h.untrackUpgraded(up)
+	if err := out.Write(up); err != nil {
+		up.Close()
+		writeError(w, false, UpstreamReset)
+		return
+	}
+	br := bufio.NewReader(up)
+	resp, err := http.ReadResponse(br, out)
+	if err != nil {
+		up.Close()
+		if reason, ok := classify(err, out.Context(), r.Context()); ok {
+			writeError(w, false, reason)
+		}
+		return
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer up.Close()
+		defer resp.Body.Close()
+		hdr := w.Header()
+		for k, vs := range resp.Header {
+			hdr[k] = vs
+		}
+		stripHop(hdr, false)
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+		return
+	}
+
+	if sc := sniffFrom(r.Context()); sc != nil {
+		sc.stop() // what follows on this connection is not HTTP
+	}
+	down, dbuf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		up.Close()
+		writeError(w, false, UpstreamReset)
+		return
+	}
+	if !h.trackUpgraded(down) {
+		down.Close()
+		up.Close()
+		return
+	}
+	defer h.untrackUpgraded(down)
+	hdr := resp.Header.Clone()
+	stripHop(hdr, true)
+	dbuf.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	hdr.Write(dbuf)
+	dbuf.WriteString("\r\n")
+	// Bytes either side sent right behind the handshake sit in the readers.
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		dbuf.Write(b)
+	}
+	if err := dbuf.Flush(); err != nil {
+		down.Close()
+		up.Close()
+		return
+	}
+	if n := dbuf.Reader.Buffered(); n > 0 {
+		b, _ := dbuf.Reader.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			down.Close()
+			up.Close()
+			return
+		}
+	}
+	tcpproxy.Splice(down, up, 0)
+}
+
+func (h *Handler) trackUpgraded(c net.Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.upConns[c] = struct{}{}
+	return true
+}
+
+func (h *Handler) untrackUpgraded(c net.Conn) {
+	h.mu.Lock()
+	delete(h.upConns, c)
+	h.mu.Unlock()
+}

@@ -1,0 +1,325 @@
+// Package dataplane is the sidecar's traffic path: Proxy turns each config.Snapshot
+// into running listeners (HTTP via httpproxy, TCP via tcpproxy), swapping compiled
+// state atomically per listener so that requests in flight finish on the config
+// they started with and no request fails because config changed.
+//
+// Concurrency: Apply and Close are serialised by a mutex and are meant to be
+// called from one config goroutine (the xDS client); Ready and Snapshot may be
+// called from any goroutine. Proxy owns the accept loops, connection goroutines
+// and background drains it starts; Close waits for all of them.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster"
+	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/dataplane/httpproxy"
+	"github.com/tinymesh/tinymesh/dataplane/listener"
+	"github.com/tinymesh/tinymesh/dataplane/route"
+	"github.com/tinymesh/tinymesh/dataplane/tcpproxy"
+)
+
+// DefaultDrainTimeout bounds draining of TCP listeners and of HTTP listeners whose
+// config has no DrainTimeout.
+const DefaultDrainTimeout = 10 * time.Second
+
+// ErrClosed is returned by Apply after Close.
+var ErrClosed = errors.New("dataplane: proxy closed")
+
+// Options configure a Proxy.
+type Options struct {
+	Logger *slog.Logger // nil discards logs
+	// DrainTimeout overrides DefaultDrainTimeout.
+	DrainTimeout time.Duration
+}
+
+// Proxy runs the listeners of the latest applied snapshot.
+type Proxy struct {
+	// Set in New, read-only after.
+	log          *slog.Logger
+	drainTimeout time.Duration
+	clusters     *cluster.Set
+
+	// Accessed atomically.
+	snap  atomic.Pointer[config.Snapshot]
+	ready atomic.Bool
+
+	drains sync.WaitGroup // background drains of removed listeners
+
+	mu     sync.Mutex         // serialises Apply and Close
+	active map[string]*active // by listener name; guarded by mu
+	ctbl   *cluster.Table     // clusters in force; guarded by mu
+	closed bool               // guarded by mu
+}
+
+// active is one running listener.
+type active struct {
+	cfg  *config.Listener
+	l    *listener.Listener
+	http *httpproxy.Handler // set for HTTP listeners
+	tcp  *tcpproxy.Server   // set for TCP listeners
+}
+
+// New returns a Proxy with no listeners.
+func New(opts Options) *Proxy {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d := opts.DrainTimeout
+	if d <= 0 {
+		d = DefaultDrainTimeout
+	}
+	return &Proxy{log: log, drainTimeout: d, clusters: cluster.NewSet(), active: make(map[string]*active)}
+}
+
+// Ready reports whether a snapshot has been applied successfully.
+func (p *Proxy) Ready() bool { return p.ready.Load() }
+
+// Snapshot returns the snapshot in force, or nil before the first Apply.
+func (p *Proxy) Snapshot() *config.Snapshot { return p.snap.Load() }
+
+// Addr returns the bound address of the named listener, which differs from the
+// configured one when that has port 0.
+func (p *Proxy) Addr(name string) (net.Addr, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a, ok := p.active[name]
+	if !ok {
+		return nil, false
+	}
+	return a.l.BoundAddr(), true
+}
+
+func sameKind(a, b *config.Listener) bool { return (a.HTTP != nil) == (b.HTTP != nil) }
+
+// Apply compiles snap and puts it in force. New listeners are bound before
+// anything is published; if compiling or binding fails, Apply returns an error
+// naming the listener and address and the previous config stays fully in force.
+// Listeners that keep their name, kind and address keep their socket and get the
+// new state atomically; removed ones (and ones that moved) drain in the
+// background. snap must not be modified afterwards.
+func (p *Proxy) Apply(snap *config.Snapshot) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if err := validate(snap); err != nil {
+		return err
+	}
+	tables := make(map[string]*route.Table, len(snap.Routes))
+	for name, rc := range snap.Routes {
+		t, err := route.Compile(rc)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", snap.Version, err)
+		}
+		tables[name] = t
+	}
+	ctbl := p.clusters.Build(snap)
+
+	// Decide which running listener, if any, each configured one keeps: the one
+	// of the same name, address and kind, or else a listener that is going away
+	// and has the same address and kind (a rename must not fight its
+	// predecessor for the socket).
+	keep := make(map[string]*active, len(snap.Listeners))
+	for _, lc := range snap.Listeners {
+		if old, ok := p.active[lc.Name]; ok && old.cfg.Address == lc.Address && sameKind(old.cfg, lc) {
+			keep[lc.Name] = old
+		}
+	}
+	kept := make(map[*active]bool, len(keep))
+	for _, a := range keep {
+		kept[a] = true
+	}
+	for _, lc := range snap.Listeners {
+		if keep[lc.Name] != nil {
+			continue
+		}
+		for _, old := range p.active {
+			if !kept[old] && old.cfg.Address == lc.Address && sameKind(old.cfg, lc) && !named(snap, old.cfg.Name, old.cfg.Address) {
+				keep[lc.Name], kept[old] = old, true
+				break
+			}
+		}
+	}
+
+	// Bind every new socket first; nothing is published until all succeed.
+	bound := make(map[string]net.Listener)
+	for _, lc := range snap.Listeners {
+		if keep[lc.Name] != nil {
+			continue
+		}
+		ln, err := listener.Bind(lc.Name, lc.Address)
+		if err != nil {
+			for _, b := range bound {
+				b.Close()
+			}
+			p.clusters.Prune(p.liveClustersLocked())
+			return fmt.Errorf("snapshot %s: %w", snap.Version, err)
+		}
+		bound[lc.Name] = ln
+	}
+
+	// Publish.
+	next := make(map[string]*active, len(snap.Listeners))
+	for _, lc := range snap.Listeners {
+		old := keep[lc.Name]
+		if ln, isNew := bound[lc.Name]; isNew {
+			next[lc.Name] = p.start(lc, ln, tables, ctbl)
+			continue
+		}
+		old.cfg = lc
+		if lc.HTTP != nil {
+			old.http.Store(httpState(lc, tables, ctbl))
+		} else {
+			old.tcp.Store(tcpState(lc, ctbl))
+		}
+		next[lc.Name] = old
+	}
+	for _, a := range p.active {
+		if !kept[a] {
+			p.drainLocked(a)
+		}
+	}
+	p.active = next
+	p.ctbl = ctbl
+	p.snap.Store(snap)
+	p.clusters.Prune(ctbl)
+	p.ready.Store(true)
+	p.log.Info("config applied", "version", snap.Version, "listeners", len(snap.Listeners), "clusters", len(snap.Clusters))
+	return nil
+}
+
+// liveClustersLocked returns the cluster table in force (nil before the first
+// Apply, which prunes everything).
+func (p *Proxy) liveClustersLocked() *cluster.Table { return p.ctbl }
+
+// named reports whether snap has a listener called name at addr.
+func named(snap *config.Snapshot, name, addr string) bool {
+	for _, l := range snap.Listeners {
+		if l.Name == name && l.Address == addr {
+			return true
+		}
+	}
+	return false
+}
+
+func validate(snap *config.Snapshot) error {
+	if snap == nil {
+		return errors.New("dataplane: nil snapshot")
+	}
+	names := make(map[string]bool, len(snap.Listeners))
+	for _, l := range snap.Listeners {
+		if names[l.Name] {
+			return fmt.Errorf("snapshot %s: listener %q: duplicate name", snap.Version, l.Name)
+		}
+		names[l.Name] = true
+		if (l.HTTP == nil) == (l.TCP == nil) {
+			return fmt.Errorf("snapshot %s: listener %q: exactly one of HTTP and TCP must be set", snap.Version, l.Name)
+		}
+	}
+	return nil
+}
+
+func httpState(lc *config.Listener, tables map[string]*route.Table, ctbl *cluster.Table) *httpproxy.State {
+	return &httpproxy.State{HCM: lc.HTTP, Direction: lc.Direction, Routes: tables[lc.HTTP.RouteConfigName], Clusters: ctbl}
+}
+
+func tcpState(lc *config.Listener, ctbl *cluster.Table) *tcpproxy.State {
+	c, _ := ctbl.Get(lc.TCP.Cluster)
+	return &tcpproxy.State{Cluster: c, IdleTimeout: lc.TCP.IdleTimeout}
+}
+
+func (p *Proxy) start(lc *config.Listener, ln net.Listener, tables map[string]*route.Table, ctbl *cluster.Table) *active {
+	log := p.log.With("listener", lc.Name)
+	a := &active{cfg: lc}
+	if lc.HTTP != nil {
+		a.http = httpproxy.NewHandler(log, httpState(lc, tables, ctbl))
+		a.l = listener.Start(lc.Name, lc.Address, ln, &httpServer{srv: httpproxy.NewServer(a.http, lc.HTTP, log), h: a.http})
+	} else {
+		a.tcp = tcpproxy.New(log, tcpState(lc, ctbl))
+		a.l = listener.Start(lc.Name, lc.Address, ln, a.tcp)
+	}
+	log.Info("listener started", "addr", ln.Addr().String(), "direction", lc.Direction.String())
+	return a
+}
+
+// drainLocked drains a removed listener in the background.
+func (p *Proxy) drainLocked(a *active) {
+	timeout := p.drainTimeout
+	if a.cfg.HTTP != nil && a.cfg.HTTP.DrainTimeout > 0 {
+		timeout = a.cfg.HTTP.DrainTimeout
+	}
+	p.drains.Add(1)
+	go func() {
+		defer p.drains.Done()
+		if err := a.l.Drain(timeout); err != nil {
+			p.log.Warn("listener drain", "listener", a.cfg.Name, "err", err)
+			return
+		}
+		p.log.Info("listener drained", "listener", a.cfg.Name, "addr", a.cfg.Address)
+	}()
+}
+
+// Close stops every listener, letting open requests finish until ctx is done,
+// waits for background drains and closes upstream connections.
+func (p *Proxy) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	timeout := time.Duration(0)
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), 0)
+	} else {
+		timeout = p.drainTimeout
+	}
+	for _, a := range p.active {
+		p.drains.Add(1)
+		go func() {
+			defer p.drains.Done()
+			a.l.Drain(timeout)
+		}()
+	}
+	p.active = nil
+	p.mu.Unlock()
+	p.drains.Wait()
+	p.clusters.Close()
+	return ctx.Err()
+}
+
+// httpServer adapts an http.Server and its Handler to listener.Server, adding
+// upgraded (hijacked) connections, which http.Server stops tracking, to draining.
+type httpServer struct {
+	srv *http.Server
+	h   *httpproxy.Handler
+}
+
+func (s *httpServer) Serve(ln net.Listener) error { return httpproxy.Serve(s.srv, ln) }
+
+func (s *httpServer) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	s.h.CloseUpgraded(ctx)
+	return err
+}
+
+func (s *httpServer) Close() error {
+	err := s.srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.h.CloseUpgraded(ctx)
+	return err
+}

@@ -1,0 +1,252 @@
+// Package tcpproxy forwards whole TCP connections to a cluster's endpoints: accept,
+// pick an endpoint round robin, dial with the cluster's connect timeout, and copy
+// both directions with half-close until both sides are done or the connection has
+// been idle for the configured timeout.
+//
+// Concurrency: Server.Store publishes compiled state atomically; each connection
+// loads it once when accepted and keeps it. Serve runs the accept loop on the
+// caller's goroutine and one goroutine (plus one for the second copy direction) per
+// connection; Shutdown and Close stop the loop and wait for all of them.
+package tcpproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster"
+)
+
+// State is what a TCP listener serves for one snapshot.
+type State struct {
+	Cluster     *cluster.Cluster // nil if the snapshot lacks it: connections are closed
+	IdleTimeout time.Duration    // 0 disables
+}
+
+// Server serves one listener's connections.
+type Server struct {
+	log   *slog.Logger          // set in New, read-only after
+	state atomic.Pointer[State] // written by the config goroutine
+
+	ctx    context.Context // cancelled by Close; aborts dials
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // connection goroutines
+
+	mu     sync.Mutex
+	ln     net.Listener          // guarded by mu
+	conns  map[net.Conn]struct{} // downstream and upstream conns, guarded by mu
+	closed bool                  // guarded by mu
+}
+
+// New returns a Server serving st until Store replaces it.
+func New(log *slog.Logger, st *State) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{log: log, ctx: ctx, cancel: cancel, conns: make(map[net.Conn]struct{})}
+	s.state.Store(st)
+	return s
+}
+
+// Store publishes new state; connections accepted afterwards use it.
+func (s *Server) Store(st *State) { s.state.Store(st) }
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("tcpproxy: server closed")
+
+// Serve accepts connections on ln until Shutdown or Close; it always returns a
+// non-nil error, ErrServerClosed after a shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: back off, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+				case <-s.ctx.Done():
+					t.Stop()
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if !s.track(c) {
+			c.Close()
+			return ErrServerClosed
+		}
+		s.wg.Add(1)
+		go s.handle(c)
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) handle(down net.Conn) {
+	defer s.wg.Done()
+	defer s.untrack(down)
+	defer down.Close()
+	st := s.state.Load()
+	if st.Cluster == nil {
+		s.log.Warn("tcp proxy: no cluster", "downstream", down.RemoteAddr())
+		return
+	}
+	addr, ok := st.Cluster.Picker.Pick()
+	if !ok {
+		s.log.Warn("tcp proxy: no healthy upstream", "cluster", st.Cluster.Name)
+		return
+	}
+	d := net.Dialer{Timeout: st.Cluster.ConnectTimeout}
+	up, err := d.DialContext(s.ctx, "tcp", addr)
+	if err != nil {
+		s.log.Warn("tcp proxy: upstream connect failure", "cluster", st.Cluster.Name, "endpoint", addr, "err", err)
+		return
+	}
+	if !s.track(up) {
+		up.Close()
+		return
+	}
+	defer s.untrack(up)
+	Splice(down, up, st.IdleTimeout)
+}
+
+// Shutdown stops accepting and waits for open connections to finish until ctx is
+// done, then closes them. It returns ctx.Err() if it had to cut connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting, closes every connection and waits for their goroutines.
+func (s *Server) Close() error {
+	s.stopAccepting()
+	s.cancel()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) stopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// Splice copies a to b and b to a until both directions have ended, propagating
+// half-close (CloseWrite) so a peer can still answer after the other side's EOF.
+// With idle > 0 it gives up when neither direction has moved data for that long.
+// It closes both connections before returning.
+func Splice(a, b net.Conn, idle time.Duration) {
+	var last atomic.Int64 // unix nanos of the last data moved in either direction
+	last.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pipe(b, a, idle, &last)
+	}()
+	pipe(a, b, idle, &last)
+	<-done
+	a.Close()
+	b.Close()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// pipe copies src to dst. On EOF it half-closes dst; on any other error it closes
+// both so the other direction stops too.
+func pipe(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp) // the buffer is only used inside this call
+	buf := *bp
+	for {
+		if idle > 0 {
+			src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+			if idle > 0 {
+				dst.SetWriteDeadline(time.Now().Add(idle))
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				dst.Close()
+				return
+			}
+		}
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if idle > 0 && errors.As(err, &ne) && ne.Timeout() &&
+			time.Since(time.Unix(0, last.Load())) < idle {
+			continue // the other direction was active: not idle yet
+		}
+		if errors.Is(err, io.EOF) {
+			if cw, ok := dst.(closeWriter); ok {
+				cw.CloseWrite()
+			} else {
+				dst.Close()
+			}
+			return
+		}
+		src.Close()
+		dst.Close()
+		return
+	}
+}

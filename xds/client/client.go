@@ -1,0 +1,564 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/xds/resource"
+)
+
+// Mode selects the ADS variant.
+type Mode uint8
+
+const (
+	// Delta is the incremental DeltaAggregatedResources stream (the default).
+	Delta Mode = iota
+	// SotW is the state-of-the-world StreamAggregatedResources stream.
+	SotW
+)
+
+func (m Mode) String() string {
+	if m == SotW {
+		return "sotw"
+	}
+	return "delta"
+}
+
+// Options configure a Client. ServerAddr, Node and Apply are required.
+type Options struct {
+	// ServerAddr is the control plane's ADS address, host:port.
+	ServerAddr string
+	// Node identifies this proxy (see docs/xds-conventions.md). Not modified.
+	Node *corev3.Node
+	Mode Mode
+	// Apply installs a snapshot in the data plane. It is called from Run's
+	// goroutine and may block; the snapshot must not be modified. An error
+	// (e.g. an address that cannot be bound) NACKs the response that led to it
+	// and the client keeps its previous resources.
+	Apply func(*config.Snapshot) error
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// InitialFetchTimeout is how long an incomplete configuration (a route
+	// configuration or assignment named but not received) may wait before it is
+	// applied anyway with the missing pieces empty. Default 5s.
+	InitialFetchTimeout time.Duration
+	// BackoffBase and BackoffMax bound the reconnect delay; defaults 100ms, 10s.
+	BackoffBase, BackoffMax time.Duration
+	// DialOptions are added to the gRPC dial options (insecure credentials by
+	// default).
+	DialOptions []grpc.DialOption
+}
+
+// ADS type URLs, in the order the client subscribes: CDS before LDS, as Envoy
+// does, so clusters tend to be known when routes arrive.
+var typeOrder = []string{
+	resource.TypeCluster,
+	resource.TypeClusterLoadAssignment,
+	resource.TypeListener,
+	resource.TypeRouteConfiguration,
+}
+
+func wildcard(typeURL string) bool {
+	return typeURL == resource.TypeListener || typeURL == resource.TypeCluster
+}
+
+// typeState is what the client holds for one resource type across streams.
+type typeState struct {
+	decoded  map[string]any    // by resource name: *resource.Listener, *config.RouteConfig, ...
+	raw      map[string][]byte // serialized resources, to spot responses that change nothing
+	versions map[string]string // delta: per-resource versions for initial_resource_versions
+	version  string            // last accepted version_info (SotW) / system_version_info (delta)
+	nonce    string            // last nonce received on the current stream
+	names    []string          // sorted subscription (RDS, EDS); nil for wildcard types
+	sent     bool              // a request for this type went out on the current stream
+	received bool              // a response of this type was accepted (on any stream)
+}
+
+// Client is an ADS client. See the package comment for its concurrency contract.
+type Client struct {
+	// set in New, read-only after
+	opts Options
+	log  *slog.Logger
+	conn *grpc.ClientConn
+
+	// owned by Run's goroutine
+	types      map[string]*typeState
+	applied    bool // a snapshot has been applied
+	dirty      bool // resources changed since the last Apply
+	fetchTimer *time.Timer
+	fetchC     <-chan time.Time // nil unless an incomplete config waits
+}
+
+// New checks opts and prepares the gRPC channel; it does not connect yet.
+func New(opts Options) (*Client, error) {
+	if opts.ServerAddr == "" {
+		return nil, errors.New("xds client: ServerAddr is required")
+	}
+	if opts.Node == nil || opts.Node.GetId() == "" {
+		return nil, errors.New("xds client: Node with an id is required")
+	}
+	if opts.Apply == nil {
+		return nil, errors.New("xds client: Apply is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.InitialFetchTimeout <= 0 {
+		opts.InitialFetchTimeout = 5 * time.Second
+	}
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = 100 * time.Millisecond
+	}
+	if opts.BackoffMax < opts.BackoffBase {
+		opts.BackoffMax = max(10*time.Second, opts.BackoffBase)
+	}
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...)
+	conn, err := grpc.NewClient(opts.ServerAddr, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("xds client: dial %s: %w", opts.ServerAddr, err)
+	}
+	c := &Client{
+		opts:  opts,
+		log:   opts.Logger.With("xds_server", opts.ServerAddr, "xds_mode", opts.Mode.String()),
+		conn:  conn,
+		types: make(map[string]*typeState),
+	}
+	for _, t := range typeOrder {
+		c.types[t] = &typeState{decoded: map[string]any{}, raw: map[string][]byte{}, versions: map[string]string{}}
+	}
+	return c, nil
+}
+
+// Close releases the gRPC channel. Call it after Run has returned.
+func (c *Client) Close() error {
+	return c.conn.Close()
+}
+
+// Run keeps an ADS stream open until ctx is done, reconnecting with backoff.
+// It returns nil when ctx is done.
+func (c *Client) Run(ctx context.Context) error {
+	defer c.stopFetchTimer()
+	for attempt := 0; ; {
+		progressed, err := c.runStream(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if progressed {
+			attempt = 0
+		}
+		d := backoff(attempt, c.opts.BackoffBase, c.opts.BackoffMax)
+		attempt++
+		c.log.Warn("xDS stream ended; reconnecting", "err", err, "backoff", d)
+		t := time.NewTimer(d)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-c.fetchC:
+				c.fetchTimeout()
+			case <-t.C:
+				break wait
+			}
+		}
+	}
+}
+
+// stream abstracts the two ADS variants for runStream.
+type stream interface {
+	// send sends a request for ts (an ACK, NACK or subscription change);
+	// errDetail is non-nil for a NACK.
+	send(typeURL string, ts *typeState, first bool, nack error, sub, unsub []string) error
+	recv() (*update, error)
+}
+
+// update is one response, whichever the variant.
+type update struct {
+	typeURL   string
+	version   string
+	nonce     string
+	resources []named
+	removed   []string // delta only
+	full      bool     // SotW: the response is the whole set of its type
+}
+
+type named struct {
+	name    string // delta: Resource.name; SotW: empty (taken from the proto)
+	version string // delta only
+	any     *anypb.Any
+}
+
+type recvResult struct {
+	u   *update
+	err error
+}
+
+func (c *Client) runStream(ctx context.Context) (progressed bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var st stream
+	if c.opts.Mode == SotW {
+		st, err = newSotWStream(sctx, c.conn, c.opts.Node)
+	} else {
+		st, err = newDeltaStream(sctx, c.conn, c.opts.Node)
+	}
+	if err != nil {
+		return false, err
+	}
+	recvC := make(chan recvResult)
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() {
+		defer close(done)
+		for {
+			u, err := st.recv()
+			select {
+			case recvC <- recvResult{u, err}:
+			case <-sctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	first := true
+	for _, t := range typeOrder {
+		ts := c.types[t]
+		ts.nonce, ts.sent = "", false
+		if !wildcard(t) && len(ts.names) == 0 {
+			continue
+		}
+		if err := st.send(t, ts, first, nil, ts.names, nil); err != nil {
+			return false, err
+		}
+		first, ts.sent = false, true
+	}
+	c.log.Info("xDS stream started")
+	for {
+		select {
+		case <-ctx.Done():
+			return progressed, ctx.Err()
+		case <-c.fetchC:
+			c.fetchTimeout()
+		case r := <-recvC:
+			if r.err != nil {
+				return progressed, r.err
+			}
+			progressed = true
+			if err := c.handle(st, r.u); err != nil {
+				return progressed, err
+			}
+		}
+	}
+}
+
+// handle processes one response: decode, stage, maybe apply, then ACK or NACK
+// and adjust subscriptions. Only send errors are returned.
+func (c *Client) handle(st stream, u *update) error {
+	ts, ok := c.types[u.typeURL]
+	if !ok {
+		c.log.Warn("ignoring response of unknown type", "type", u.typeURL)
+		return nil
+	}
+	ts.nonce = u.nonce
+
+	decoded := make(map[string]any, len(u.resources))
+	raw := make(map[string][]byte, len(u.resources))
+	versions := make(map[string]string, len(u.resources))
+	var errs []string
+	var names []string
+	for _, r := range u.resources {
+		name, v, err := decode(u.typeURL, r.any)
+		if r.name != "" && err == nil && name != r.name {
+			err = fmt.Errorf("%s %q: resource is named %q in its envelope", kind(u.typeURL), name, r.name)
+		}
+		if err != nil {
+			errs = append(errs, err.Error())
+			names = append(names, cmpOr(name, r.name))
+			continue
+		}
+		if !wildcard(u.typeURL) && u.full && !slices.Contains(ts.names, name) {
+			continue // SotW may send what we no longer ask for
+		}
+		decoded[name], raw[name], versions[name] = v, r.any.GetValue(), r.version
+		names = append(names, name)
+	}
+	if len(errs) > 0 {
+		nack := errors.New(strings.Join(errs, "; "))
+		c.log.Warn("NACK xDS response", "type", kind(u.typeURL), "version", u.version, "resources", names, "err", nack)
+		return st.send(u.typeURL, ts, false, nack, nil, nil)
+	}
+
+	// Stage the type's new content; ts is only committed once Apply succeeded or
+	// the config is still incomplete. SotW responses replace the whole set for
+	// listeners and clusters; RDS and EDS responses (and all delta ones) only
+	// carry what changed (xDS protocol, "Grouping resources into responses").
+	newDecoded, newRaw, newVersions := stageMaps(ts, !u.full || !wildcard(u.typeURL))
+	for n := range decoded {
+		newDecoded[n], newRaw[n], newVersions[n] = decoded[n], raw[n], versions[n]
+	}
+	for _, n := range u.removed {
+		delete(newDecoded, n)
+		delete(newRaw, n)
+		delete(newVersions, n)
+	}
+	changed := !sameRaw(ts.raw, newRaw)
+
+	prev := ts.decoded
+	ts.decoded = newDecoded
+	set := c.set()
+	version := c.versionString(u.typeURL, u.version)
+	snap, miss := resource.Assemble(set, version, false)
+	if snap == nil && len(miss.Routes) == 0 && len(miss.Assignments) == 0 &&
+		(c.types[resource.TypeCluster].received || u.typeURL == resource.TypeCluster) {
+		// Only clusters are missing, and clusters are a wildcard subscription we
+		// have an answer for: they are absent, not late, so waiting cannot help.
+		// Like Envoy, serve and let requests to them fail.
+		c.log.Warn("xDS config names unknown clusters", "clusters", miss.Clusters)
+		snap, _ = resource.Assemble(set, version, true)
+	}
+	switch {
+	case snap == nil:
+		c.log.Debug("xDS config incomplete; waiting", "routes", miss.Routes, "assignments", miss.Assignments, "clusters", miss.Clusters)
+		c.armFetchTimer()
+	case changed || c.dirty || !c.applied:
+		if err := c.opts.Apply(snap); err != nil {
+			ts.decoded = prev // roll back what this response staged
+			c.log.Warn("NACK xDS response: apply failed", "type", kind(u.typeURL), "version", u.version, "resources", names, "err", err)
+			return st.send(u.typeURL, ts, false, fmt.Errorf("%s: apply: %w", kind(u.typeURL), err), nil, nil)
+		}
+		c.applied, c.dirty = true, false
+		c.stopFetchTimer()
+		c.log.Info("applied xDS config", "version", version, "listeners", len(snap.Listeners), "clusters", len(snap.Clusters))
+	}
+	if snap == nil && changed {
+		c.dirty = true
+	}
+	ts.raw, ts.versions, ts.version, ts.received = newRaw, newVersions, u.version, true
+	if err := st.send(u.typeURL, ts, false, nil, nil, nil); err != nil {
+		return err
+	}
+	return c.resubscribe(st, set)
+}
+
+// stageMaps copies ts's maps when keep is set (incremental update), else starts
+// empty (the response replaces the type's set).
+func stageMaps(ts *typeState, keep bool) (map[string]any, map[string][]byte, map[string]string) {
+	d, r, v := map[string]any{}, map[string][]byte{}, map[string]string{}
+	if keep {
+		for k, x := range ts.decoded {
+			d[k] = x
+		}
+		for k, x := range ts.raw {
+			r[k] = x
+		}
+		for k, x := range ts.versions {
+			v[k] = x
+		}
+	}
+	return d, r, v
+}
+
+func sameRaw(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok || !bytes.Equal(x, y) {
+			return false
+		}
+	}
+	return true
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// resubscribe updates the RDS and EDS subscriptions to what the current
+// listeners and clusters name, dropping resources no longer named.
+func (c *Client) resubscribe(st stream, set *resource.Set) error {
+	for _, t := range []string{resource.TypeRouteConfiguration, resource.TypeClusterLoadAssignment} {
+		want := set.RouteNames()
+		if t == resource.TypeClusterLoadAssignment {
+			want = set.AssignmentNames()
+		}
+		ts := c.types[t]
+		if slices.Equal(want, ts.names) && (ts.sent || len(want) == 0) {
+			continue
+		}
+		var sub, unsub []string
+		for _, n := range want {
+			if !slices.Contains(ts.names, n) {
+				sub = append(sub, n)
+			}
+		}
+		for _, n := range ts.names {
+			if !slices.Contains(want, n) {
+				unsub = append(unsub, n)
+				delete(ts.decoded, n)
+				delete(ts.raw, n)
+				delete(ts.versions, n)
+			}
+		}
+		ts.names = want
+		if !ts.sent {
+			// First request of this type on this stream: a full subscription.
+			sub = want
+		}
+		if err := st.send(t, ts, false, nil, sub, unsub); err != nil {
+			return err
+		}
+		ts.sent = true
+	}
+	return nil
+}
+
+// set returns the decoded resources of all types for resource.Assemble.
+func (c *Client) set() *resource.Set {
+	s := &resource.Set{
+		Listeners:   map[string]*resource.Listener{},
+		Routes:      map[string]*config.RouteConfig{},
+		Clusters:    map[string]*resource.Cluster{},
+		Assignments: map[string]*resource.Assignment{},
+	}
+	for n, v := range c.types[resource.TypeListener].decoded {
+		s.Listeners[n] = v.(*resource.Listener)
+	}
+	for n, v := range c.types[resource.TypeRouteConfiguration].decoded {
+		s.Routes[n] = v.(*config.RouteConfig)
+	}
+	for n, v := range c.types[resource.TypeCluster].decoded {
+		s.Clusters[n] = v.(*resource.Cluster)
+	}
+	for n, v := range c.types[resource.TypeClusterLoadAssignment].decoded {
+		s.Assignments[n] = v.(*resource.Assignment)
+	}
+	return s
+}
+
+// versionString names the versions a snapshot was built from, for logs and the
+// config dump; override replaces the version of typeURL (being staged).
+func (c *Client) versionString(typeURL, override string) string {
+	var b strings.Builder
+	for i, t := range []string{resource.TypeListener, resource.TypeRouteConfiguration, resource.TypeCluster, resource.TypeClusterLoadAssignment} {
+		v := c.types[t].version
+		if t == typeURL {
+			v = override
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%s", [...]string{"lds", "rds", "cds", "eds"}[i], v)
+	}
+	return b.String()
+}
+
+func (c *Client) armFetchTimer() {
+	if c.fetchC != nil {
+		return
+	}
+	c.fetchTimer = time.NewTimer(c.opts.InitialFetchTimeout)
+	c.fetchC = c.fetchTimer.C
+}
+
+func (c *Client) stopFetchTimer() {
+	if c.fetchTimer != nil {
+		c.fetchTimer.Stop()
+	}
+	c.fetchTimer, c.fetchC = nil, nil
+}
+
+// fetchTimeout applies an incomplete configuration, as Envoy does when its
+// initial_fetch_timeout expires: missing route configurations are empty and
+// missing assignments have no endpoints.
+func (c *Client) fetchTimeout() {
+	c.fetchTimer, c.fetchC = nil, nil
+	set := c.set()
+	snap, miss := resource.Assemble(set, c.versionString("", ""), true)
+	if miss.Empty() {
+		return // completed meanwhile and applied by handle
+	}
+	c.log.Warn("initial fetch timeout: applying incomplete xDS config",
+		"timeout", c.opts.InitialFetchTimeout, "missing_routes", miss.Routes,
+		"missing_assignments", miss.Assignments, "missing_clusters", miss.Clusters)
+	if err := c.opts.Apply(snap); err != nil {
+		c.log.Error("applying incomplete xDS config failed", "err", err)
+		return
+	}
+	c.applied, c.dirty = true, false
+}
+
+func kind(typeURL string) string {
+	switch typeURL {
+	case resource.TypeListener:
+		return resource.KindListener
+	case resource.TypeRouteConfiguration:
+		return resource.KindRouteConfiguration
+	case resource.TypeCluster:
+		return resource.KindCluster
+	case resource.TypeClusterLoadAssignment:
+		return resource.KindClusterLoadAssignment
+	}
+	return typeURL
+}
+
+// decode unmarshals and validates one resource, returning its name.
+func decode(typeURL string, a *anypb.Any) (string, any, error) {
+	if a.GetTypeUrl() != typeURL {
+		return "", nil, &resource.Error{Type: kind(typeURL), Reason: fmt.Sprintf("resource of type %s in a %s response", a.GetTypeUrl(), typeURL)}
+	}
+	var m proto.Message
+	switch typeURL {
+	case resource.TypeListener:
+		m = &listenerv3.Listener{}
+	case resource.TypeRouteConfiguration:
+		m = &routev3.RouteConfiguration{}
+	case resource.TypeCluster:
+		m = &clusterv3.Cluster{}
+	case resource.TypeClusterLoadAssignment:
+		m = &endpointv3.ClusterLoadAssignment{}
+	}
+	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
+		return "", nil, &resource.Error{Type: kind(typeURL), Reason: "cannot unmarshal: " + err.Error()}
+	}
+	switch m := m.(type) {
+	case *listenerv3.Listener:
+		v, err := resource.DecodeListener(m)
+		return m.GetName(), v, err
+	case *routev3.RouteConfiguration:
+		v, err := resource.DecodeRouteConfig(m)
+		return m.GetName(), v, err
+	case *clusterv3.Cluster:
+		v, err := resource.DecodeCluster(m)
+		return m.GetName(), v, err
+	case *endpointv3.ClusterLoadAssignment:
+		v, err := resource.DecodeClusterLoadAssignment(m)
+		return m.GetClusterName(), v, err
+	}
+	return "", nil, fmt.Errorf("unreachable type %s", typeURL)
+}

@@ -1,0 +1,14 @@
+// Package client is the proxy's ADS client: it keeps one aggregated xDS stream to
+// the control plane (incremental "delta" or state-of-the-world), subscribes to
+// listeners and clusters (wildcard) and to the route configurations and endpoint
+// assignments they name, validates every response with xds/resource, ACKs or
+// NACKs it, and hands each complete snapshot to Options.Apply.
+//
+// Concurrency: Run owns all client state and runs the stream on its own
+// goroutine plus one receive goroutine per stream, which it waits for before
+// returning. Apply is called only from Run's goroutine, one call at a time.
+// Run must not be called concurrently with itself; Close is called after Run
+// returns. While the control plane is unreachable nothing is applied: the data
+// plane keeps serving the last good snapshot, and Run reconnects with jittered
+// exponential backoff and re-syncs.
+package client

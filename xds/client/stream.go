@@ -1,0 +1,124 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// errorDetail is the google.rpc.Status a NACK carries: INVALID_ARGUMENT with the
+// validation errors verbatim.
+func errorDetail(err error) *status.Status {
+	if err == nil {
+		return nil
+	}
+	return &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+}
+
+type sotwStream struct {
+	s    discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	node *corev3.Node
+}
+
+func newSotWStream(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node) (*sotwStream, error) {
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open ADS stream: %w", err)
+	}
+	return &sotwStream{s: s, node: node}, nil
+}
+
+// send builds a SotW request. It always lists the whole subscription of its
+// type. The first request of a type on a stream carries no version: after a
+// reconnect the server then resends everything and the client re-syncs (an
+// unchanged response is not re-applied), whatever versions the possibly
+// restarted control plane uses now.
+func (s *sotwStream) send(typeURL string, ts *typeState, first bool, nack error, _, _ []string) error {
+	req := &discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: ts.names}
+	if ts.sent {
+		req.VersionInfo, req.ResponseNonce = ts.version, ts.nonce
+	}
+	if nack != nil {
+		req.ErrorDetail = errorDetail(nack)
+	}
+	if first {
+		req.Node = s.node
+	}
+	if err := s.s.Send(req); err != nil {
+		return fmt.Errorf("send %s request: %w", kind(typeURL), err)
+	}
+	return nil
+}
+
+func (s *sotwStream) recv() (*update, error) {
+	r, err := s.s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	u := &update{typeURL: r.GetTypeUrl(), version: r.GetVersionInfo(), nonce: r.GetNonce(), full: true}
+	for _, a := range r.GetResources() {
+		u.resources = append(u.resources, named{any: a})
+	}
+	return u, nil
+}
+
+type deltaStream struct {
+	s    discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	node *corev3.Node
+}
+
+func newDeltaStream(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node) (*deltaStream, error) {
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open delta ADS stream: %w", err)
+	}
+	return &deltaStream{s: s, node: node}, nil
+}
+
+// send builds a delta request: subscription changes in sub/unsub, the response
+// nonce for ACK and NACK, and on the first request of a type on a stream the
+// versions the client already holds, so the server sends only what changed.
+func (s *deltaStream) send(typeURL string, ts *typeState, first bool, nack error, sub, unsub []string) error {
+	req := &discoveryv3.DeltaDiscoveryRequest{
+		TypeUrl:                  typeURL,
+		ResourceNamesSubscribe:   sub,
+		ResourceNamesUnsubscribe: unsub,
+	}
+	if !ts.sent {
+		if len(ts.versions) > 0 {
+			req.InitialResourceVersions = make(map[string]string, len(ts.versions))
+			for n, v := range ts.versions {
+				req.InitialResourceVersions[n] = v
+			}
+		}
+	} else if sub == nil && unsub == nil {
+		req.ResponseNonce = ts.nonce
+	}
+	if nack != nil {
+		req.ErrorDetail = errorDetail(nack)
+	}
+	if first {
+		req.Node = s.node
+	}
+	if err := s.s.Send(req); err != nil {
+		return fmt.Errorf("send %s delta request: %w", kind(typeURL), err)
+	}
+	return nil
+}
+
+func (s *deltaStream) recv() (*update, error) {
+	r, err := s.s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	u := &update{typeURL: r.GetTypeUrl(), version: r.GetSystemVersionInfo(), nonce: r.GetNonce(), removed: r.GetRemovedResources()}
+	for _, res := range r.GetResources() {
+		u.resources = append(u.resources, named{name: res.GetName(), version: res.GetVersion(), any: res.GetResource()})
+	}
+	return u, nil
+}

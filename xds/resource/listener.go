@@ -1,0 +1,308 @@
+package resource
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/tinymesh/tinymesh/dataplane/config"
+)
+
+const (
+	typeHCM      = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	typeTCPProxy = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+	typeRouter   = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+)
+
+// Envoy's defaults for fields left unset.
+const (
+	defaultMaxRequestHeadersKB = 60
+	defaultStreamIdleTimeout   = 5 * time.Minute
+	defaultDrainTimeout        = 5 * time.Second
+	defaultTCPIdleTimeout      = time.Hour
+	defaultRouteTimeout        = 15 * time.Second
+	defaultConnectTimeout      = 5 * time.Second
+)
+
+// Listener is a decoded Listener resource.
+type Listener struct {
+	Config *config.Listener
+	// RDSName is the route configuration the listener's HCM fetches over RDS;
+	// empty for TCP listeners and inline route configs.
+	RDSName string
+	// InlineRoute is the HCM's inline route_config, already renamed to the
+	// listener's name; nil otherwise.
+	InlineRoute *config.RouteConfig
+}
+
+// DecodeListener validates l and converts it. Errors are *Error.
+func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
+	p := path{kind: KindListener, name: l.GetName()}
+	if l.GetName() == "" {
+		return nil, p.at("name").errorf("must not be empty")
+	}
+	if l.GetApiListener() != nil {
+		return nil, p.at("api_listener").errorf("API listeners are not supported")
+	}
+	addr, err := decodeSocketAddress(p.at("address"), l.GetAddress(), true)
+	if err != nil {
+		return nil, err
+	}
+	for i, lf := range l.GetListenerFilters() {
+		// Inspectors only feed filter_chain_match, which we reject anyway, so
+		// they change nothing and are accepted.
+		switch lf.GetName() {
+		case "envoy.filters.listener.http_inspector", "envoy.filters.listener.tls_inspector":
+			continue
+		}
+		return nil, p.idx("listener_filters", i).errorf("unsupported listener filter %q", lf.GetName())
+	}
+	if l.GetUseOriginalDst().GetValue() {
+		return nil, p.at("use_original_dst").errorf("original destination is not supported")
+	}
+
+	var chain *listenerv3.FilterChain
+	var cp path
+	switch n := len(l.GetFilterChains()); {
+	case n == 1 && l.GetDefaultFilterChain() == nil:
+		chain, cp = l.GetFilterChains()[0], p.idx("filter_chains", 0)
+	case n == 0 && l.GetDefaultFilterChain() != nil:
+		chain, cp = l.GetDefaultFilterChain(), p.at("default_filter_chain")
+	default:
+		return nil, p.at("filter_chains").errorf("exactly one filter chain is supported, got %d", n+btoi(l.GetDefaultFilterChain() != nil))
+	}
+	if m := chain.GetFilterChainMatch(); m != nil && proto.Size(m) > 0 {
+		return nil, cp.at("filter_chain_match").errorf("filter chain matching is not supported")
+	}
+	if chain.GetTransportSocket() != nil {
+		return nil, cp.at("transport_socket").errorf("transport sockets (TLS) are not supported yet")
+	}
+	if len(chain.GetFilters()) != 1 {
+		return nil, cp.at("filters").errorf("exactly one network filter is supported, got %d", len(chain.GetFilters()))
+	}
+	fp := cp.idx("filters", 0)
+	tc := chain.GetFilters()[0].GetTypedConfig()
+	if tc == nil {
+		return nil, fp.at("typed_config").errorf("must be set")
+	}
+
+	out := &Listener{Config: &config.Listener{Name: l.GetName(), Address: addr}}
+	if l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND {
+		out.Config.Direction = config.Inbound
+	}
+	switch tc.GetTypeUrl() {
+	case typeHCM:
+		var hcm hcmv3.HttpConnectionManager
+		if err := anypb.UnmarshalTo(tc, &hcm, proto.UnmarshalOptions{}); err != nil {
+			return nil, fp.at("typed_config").errorf("%v", err)
+		}
+		if err := decodeHCM(fp.at("typed_config"), &hcm, out); err != nil {
+			return nil, err
+		}
+	case typeTCPProxy:
+		var tp tcpv3.TcpProxy
+		if err := anypb.UnmarshalTo(tc, &tp, proto.UnmarshalOptions{}); err != nil {
+			return nil, fp.at("typed_config").errorf("%v", err)
+		}
+		tcp, err := decodeTCPProxy(fp.at("typed_config"), &tp)
+		if err != nil {
+			return nil, err
+		}
+		out.Config.TCP = tcp
+	default:
+		return nil, fp.at("typed_config").errorf("unsupported filter %s", tc.GetTypeUrl())
+	}
+	return out, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func decodeHCM(p path, h *hcmv3.HttpConnectionManager, out *Listener) error {
+	c := &config.HTTPConnectionManager{
+		StatPrefix:             h.GetStatPrefix(),
+		GenerateRequestID:      true,
+		UseRemoteAddress:       h.GetUseRemoteAddress().GetValue(),
+		MaxRequestHeadersBytes: defaultMaxRequestHeadersKB * 1024,
+		StreamIdleTimeout:      defaultStreamIdleTimeout,
+		DrainTimeout:           defaultDrainTimeout,
+	}
+	switch h.GetCodecType() {
+	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1, hcmv3.HttpConnectionManager_HTTP2:
+	default:
+		return p.at("codec_type").errorf("unsupported codec %s", h.GetCodecType())
+	}
+	switch rs := h.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_Rds:
+		rp := p.at("rds")
+		if rs.Rds.GetRouteConfigName() == "" {
+			return rp.at("route_config_name").errorf("must not be empty")
+		}
+		if err := checkConfigSource(rp.at("config_source"), rs.Rds.GetConfigSource()); err != nil {
+			return err
+		}
+		c.RouteConfigName = rs.Rds.GetRouteConfigName()
+		out.RDSName = c.RouteConfigName
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		// Inline configs live in Snapshot.Routes under the listener's own name, so
+		// they can never collide with another listener's inline config.
+		rc, err := decodeRouteConfig(p.at("route_config"), rs.RouteConfig)
+		if err != nil {
+			return err
+		}
+		rc.Name = out.Config.Name
+		c.RouteConfigName = rc.Name
+		out.InlineRoute = rc
+	case nil:
+		return p.errorf("one of rds or route_config must be set")
+	default:
+		return p.errorf("only rds and route_config are supported (scoped routes are not)")
+	}
+	filters := h.GetHttpFilters()
+	if len(filters) == 0 {
+		return p.at("http_filters").errorf("must end with envoy.filters.http.router")
+	}
+	for i, f := range filters {
+		fp := p.idx("http_filters", i)
+		if i == len(filters)-1 {
+			if tc := f.GetTypedConfig(); tc != nil {
+				if tc.GetTypeUrl() != typeRouter {
+					return fp.errorf("the last HTTP filter must be envoy.filters.http.router, got %s", tc.GetTypeUrl())
+				}
+				var r routerv3.Router
+				if err := anypb.UnmarshalTo(tc, &r, proto.UnmarshalOptions{}); err != nil {
+					return fp.at("typed_config").errorf("%v", err)
+				}
+			} else if f.GetName() != "envoy.filters.http.router" {
+				return fp.errorf("the last HTTP filter must be envoy.filters.http.router, got %q", f.GetName())
+			}
+			continue
+		}
+		what := f.GetName()
+		if tc := f.GetTypedConfig(); tc != nil {
+			what = tc.GetTypeUrl()
+		}
+		if what == typeRouter || what == "envoy.filters.http.router" {
+			return fp.errorf("envoy.filters.http.router must be the last HTTP filter")
+		}
+		if f.GetIsOptional() {
+			continue // Envoy skips optional filters it does not know, and so do we.
+		}
+		return fp.errorf("unsupported HTTP filter %s", what)
+	}
+	for i, u := range h.GetUpgradeConfigs() {
+		up := p.idx("upgrade_configs", i)
+		if len(u.GetFilters()) > 0 {
+			return up.at("filters").errorf("upgrade filters are not supported")
+		}
+		if e := u.GetEnabled(); e != nil && !e.GetValue() {
+			continue
+		}
+		t := strings.ToLower(u.GetUpgradeType())
+		if t == "" {
+			return up.at("upgrade_type").errorf("must not be empty")
+		}
+		c.UpgradeTypes = append(c.UpgradeTypes, t)
+	}
+	if g := h.GetGenerateRequestId(); g != nil {
+		c.GenerateRequestID = g.GetValue()
+	}
+	if kb := h.GetMaxRequestHeadersKb(); kb != nil {
+		if kb.GetValue() == 0 || kb.GetValue() > 8192 {
+			return p.at("max_request_headers_kb").errorf("must be in 1..8192, got %d", kb.GetValue())
+		}
+		c.MaxRequestHeadersBytes = int(kb.GetValue()) * 1024
+	}
+	var err error
+	if c.StreamIdleTimeout, err = duration(p.at("stream_idle_timeout"), h.GetStreamIdleTimeout(), defaultStreamIdleTimeout); err != nil {
+		return err
+	}
+	if c.DrainTimeout, err = duration(p.at("drain_timeout"), h.GetDrainTimeout(), defaultDrainTimeout); err != nil {
+		return err
+	}
+	out.Config.HTTP = c
+	return nil
+}
+
+func decodeTCPProxy(p path, t *tcpv3.TcpProxy) (*config.TCPProxy, error) {
+	cs, ok := t.GetClusterSpecifier().(*tcpv3.TcpProxy_Cluster)
+	if !ok {
+		return nil, p.at("cluster").errorf("a single cluster is required (weighted_clusters is not supported)")
+	}
+	if cs.Cluster == "" {
+		return nil, p.at("cluster").errorf("must not be empty")
+	}
+	idle, err := duration(p.at("idle_timeout"), t.GetIdleTimeout(), defaultTCPIdleTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &config.TCPProxy{StatPrefix: t.GetStatPrefix(), Cluster: cs.Cluster, IdleTimeout: idle}, nil
+}
+
+// checkConfigSource accepts only sources that point back at this ADS stream.
+func checkConfigSource(p path, cs *corev3.ConfigSource) error {
+	if cs.GetAds() != nil || cs.GetSelf() != nil {
+		return nil
+	}
+	return p.errorf("only ads or self config sources are supported")
+}
+
+// duration converts d, returning def when unset; 0 stays 0 (disabled).
+func duration(p path, d *durationpb.Duration, def time.Duration) (time.Duration, error) {
+	if d == nil {
+		return def, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, p.errorf("%v", err)
+	}
+	v := d.AsDuration()
+	if v < 0 {
+		return 0, p.errorf("must not be negative, got %s", v)
+	}
+	return v, nil
+}
+
+// decodeSocketAddress returns host:port. With needIP the host must be an IP
+// literal (listeners, EDS endpoints); otherwise a DNS name is accepted.
+func decodeSocketAddress(p path, a *corev3.Address, needIP bool) (string, error) {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return "", p.at("socket_address").errorf("must be set")
+	}
+	sp := p.at("socket_address")
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return "", sp.at("protocol").errorf("only TCP is supported")
+	}
+	if sa.GetResolverName() != "" {
+		return "", sp.at("resolver_name").errorf("custom resolvers are not supported")
+	}
+	port, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
+	if !ok {
+		return "", sp.at("port_value").errorf("must be set (named ports are not supported)")
+	}
+	if port.PortValue > 65535 {
+		return "", sp.at("port_value").errorf("out of range: %d", port.PortValue)
+	}
+	host := sa.GetAddress()
+	if host == "" {
+		return "", sp.at("address").errorf("must not be empty")
+	}
+	if needIP && net.ParseIP(host) == nil {
+		return "", sp.at("address").errorf("not an IP address: %q", host)
+	}
+	return net.JoinHostPort(host, strconv.FormatUint(uint64(port.PortValue), 10)), nil
+}

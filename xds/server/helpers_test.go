@@ -1,0 +1,175 @@
+package server_test
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tinymesh/tinymesh/xds/mesh"
+	"github.com/tinymesh/tinymesh/xds/server"
+	"github.com/tinymesh/tinymesh/xds/source/file"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// model decodes, normalizes and validates YAML into a model.
+func model(t testing.TB, docs string) *mesh.Model {
+	t.Helper()
+	m := &mesh.Model{}
+	if err := file.Decode("test.yaml", []byte(docs), m); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	m.Normalize()
+	if err := m.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	return m
+}
+
+// startServer runs a server on a loopback port and stops it when the test ends.
+func startServer(t testing.TB, opts server.Options) (*server.Server, string) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := server.New(opts)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(lis) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-errc; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s, lis.Addr().String()
+}
+
+func node(id string, md map[string]any) *corev3.Node {
+	st, err := structpb.NewStruct(md)
+	if err != nil {
+		panic(err)
+	}
+	return &corev3.Node{Id: id, Metadata: st}
+}
+
+// adsClient is a minimal SotW ADS client: it subscribes, ACKs every response and
+// hands responses to the test on a channel.
+type adsClient struct {
+	t      testing.TB
+	conn   *grpc.ClientConn
+	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	cancel context.CancelFunc
+	node   *corev3.Node
+	resp   chan *discoveryv3.DiscoveryResponse
+	done   chan struct{}
+
+	mu    sync.Mutex // serializes Send and guards names
+	names map[string][]string
+	sent  bool
+}
+
+func dialADS(t testing.TB, addr string, n *corev3.Node) *adsClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &adsClient{t: t, conn: conn, stream: stream, cancel: cancel, node: n,
+		resp: make(chan *discoveryv3.DiscoveryResponse, 64), done: make(chan struct{}), names: map[string][]string{}}
+	go c.read()
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *adsClient) close() {
+	c.cancel()
+	<-c.done
+	c.conn.Close()
+}
+
+func (c *adsClient) read() {
+	defer close(c.done)
+	for {
+		r, err := c.stream.Recv()
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		err = c.sendLocked(&discoveryv3.DiscoveryRequest{
+			TypeUrl: r.TypeUrl, ResourceNames: c.names[r.TypeUrl], VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce,
+		})
+		c.mu.Unlock()
+		c.resp <- r
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *adsClient) sendLocked(req *discoveryv3.DiscoveryRequest) error {
+	if !c.sent {
+		req.Node = c.node // only the first request carries the node
+		c.sent = true
+	}
+	return c.stream.Send(req)
+}
+
+// subscribe asks for resources of typeURL (all when names is empty).
+func (c *adsClient) subscribe(typeURL string, names ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.names[typeURL] = names
+	if err := c.sendLocked(&discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: names}); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// next waits for the next response of typeURL, skipping others.
+func (c *adsClient) next(typeURL string, within time.Duration) *discoveryv3.DiscoveryResponse {
+	c.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case r := <-c.resp:
+			if r.TypeUrl == typeURL {
+				return r
+			}
+		case <-deadline:
+			c.t.Fatalf("no %s response within %v", typeURL, within)
+			return nil
+		}
+	}
+}
+
+// none asserts that no response of typeURL arrives within d.
+func (c *adsClient) none(typeURL string, d time.Duration) {
+	c.t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case r := <-c.resp:
+			if r.TypeUrl == typeURL {
+				c.t.Fatalf("unexpected %s response version %s with %d resources", typeURL, r.VersionInfo, len(r.Resources))
+			}
+		case <-deadline:
+			return
+		}
+	}
+}

@@ -1,0 +1,402 @@
+// Package server is the control plane's xDS server: one gRPC server serving ADS in
+// both variants (state-of-the-world and delta, plus the per-type services) from a
+// go-control-plane SnapshotCache keyed by node ID.
+//
+// Proxies register themselves: the first request on a stream carries the node,
+// whose metadata (docs/xds-conventions.md) becomes a mesh.Workload; its
+// INBOUND_ADDR is an endpoint of every Service selecting it until EndpointGrace
+// after its last stream closes (a reconnect within the grace keeps it).
+//
+// Every change (a new model from SetModel, a workload joining or expiring) kicks
+// one update goroutine, which debounces, then translates a snapshot for every
+// known node, checks its consistency and sets it in the cache. Versions are
+// content hashes per resource type, so an unchanged model pushes nothing.
+//
+// Concurrency: SetModel and the gRPC callbacks may run on any goroutine; they only
+// touch state under mu and kick the update loop, which alone writes snapshots.
+// Close stops the gRPC server, the loop and the grace timers, and waits for them.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+
+	"github.com/tinymesh/tinymesh/xds/mesh"
+	"github.com/tinymesh/tinymesh/xds/translate"
+)
+
+// Options configure a Server.
+type Options struct {
+	// EndpointGrace is how long a workload stays registered after its last
+	// stream closes; 0 means 10 s, negative means remove at once.
+	EndpointGrace time.Duration
+	// Debounce is how long the update loop waits for more changes before it
+	// recomputes; 0 means 50 ms.
+	Debounce time.Duration
+	// Logger may be nil.
+	Logger *slog.Logger
+}
+
+// Server serves xDS. Create it with New, feed it models with SetModel, start it
+// with Serve and stop it with Close.
+type Server struct {
+	// set in New, read-only after
+	opts   Options
+	log    *slog.Logger
+	cache  cachev3.SnapshotCache
+	grpc   *grpc.Server
+	ctx    context.Context
+	cancel context.CancelFunc
+	kick   chan struct{} // capacity 1: a pending update
+	done   chan struct{} // closed when the update loop exits
+
+	mu      sync.Mutex // guards the fields below
+	model   *mesh.Model
+	nodes   map[string]*nodeState // by node ID
+	streams map[streamKey]string  // open stream -> node ID
+	closed  bool
+
+	// owned by the update loop
+	versions map[string]string // node ID -> combined version last set
+}
+
+// nodeState is a registered node. Guarded by Server.mu.
+type nodeState struct {
+	w       mesh.Workload
+	streams int
+	grace   *time.Timer // pending removal, while streams == 0
+	gen     uint64      // bumped on every (re)connect, so a stale timer does nothing
+}
+
+// streamKey tells SotW and delta streams apart: their IDs come from separate
+// counters.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+// New returns a server and starts its update loop; Close stops it.
+func New(opts Options) *Server {
+	if opts.EndpointGrace == 0 {
+		opts.EndpointGrace = 10 * time.Second
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 50 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		ctx:      ctx,
+		cancel:   cancel,
+		kick:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		nodes:    map[string]*nodeState{},
+		streams:  map[streamKey]string{},
+		versions: map[string]string{},
+	}
+	// ads=false although every stream is ADS: in ADS mode the cache answers a
+	// request only if it names every resource of that type in the snapshot, and
+	// gRPC's xDS client (and a proxy that watches a subset) names only the
+	// listeners, routes and clusters it uses, so it would never get an answer.
+	// Snapshots are internally consistent, so ordering is not needed for safety.
+	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger(opts.Logger))
+	cb := serverv3.CallbackFuncs{
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			return s.register(streamKey{false, id}, req.GetNode())
+		},
+		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{false, id}) },
+		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			return s.register(streamKey{true, id}, req.GetNode())
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{true, id}) },
+		StreamResponseFunc: func(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+			s.log.Debug("xDS response", "stream", id, "type", resp.GetTypeUrl(), "version", resp.GetVersionInfo(),
+				"resources", len(resp.GetResources()))
+		},
+	}
+	xds := serverv3.NewServer(ctx, s.cache, cb)
+	s.grpc = grpc.NewServer(
+		// Proxies hold one ADS stream for their lifetime: ping idle connections so
+		// dead peers are noticed, and let clients ping us as often as every 10 s.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(1000),
+	)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(s.grpc, xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(s.grpc, xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(s.grpc, xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(s.grpc, xds)
+	go s.loop()
+	return s
+}
+
+// Serve serves gRPC on lis until Close; it returns nil after Close.
+func (s *Server) Serve(lis net.Listener) error {
+	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve xDS: %w", err)
+	}
+	return nil
+}
+
+// Close ends all streams, stops the gRPC server, the update loop and the grace
+// timers, and waits for the loop.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, n := range s.nodes {
+		if n.grace != nil {
+			n.grace.Stop()
+		}
+	}
+	s.mu.Unlock()
+	// Cancelling the xDS server's context ends every ADS stream, which lets
+	// GracefulStop return; Stop is the backstop for stuck connections.
+	s.cancel()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		s.grpc.Stop()
+		<-stopped
+	}
+	<-s.done
+	return nil
+}
+
+// SetModel replaces the mesh model; m must not be modified afterwards.
+func (s *Server) SetModel(m *mesh.Model) {
+	s.mu.Lock()
+	s.model = m
+	s.mu.Unlock()
+	s.trigger()
+}
+
+// Workloads returns the registered workloads (connected or within their grace),
+// sorted by node ID.
+func (s *Server) Workloads() []mesh.Workload {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.workloadsLocked()
+}
+
+func (s *Server) workloadsLocked() []mesh.Workload {
+	ws := make([]mesh.Workload, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		ws = append(ws, n.w)
+	}
+	slices.SortFunc(ws, func(a, b mesh.Workload) int { return strings.Compare(a.NodeID, b.NodeID) })
+	return ws
+}
+
+func (s *Server) trigger() {
+	select {
+	case s.kick <- struct{}{}:
+	default: // an update is already pending; it will see the latest state
+	}
+}
+
+// register records the node of a stream on its first request. Later requests on
+// the same stream need not repeat the node.
+func (s *Server) register(key streamKey, node *corev3.Node) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.streams[key]; ok {
+		return nil
+	}
+	if node == nil {
+		return status.Error(codes.InvalidArgument, "first xDS request on a stream must carry the node")
+	}
+	w, err := translate.WorkloadFromNode(node)
+	if err != nil {
+		s.log.Warn("rejecting xDS stream", "node", node.GetId(), "err", err)
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	n := s.nodes[w.NodeID]
+	if n == nil {
+		n = &nodeState{}
+		s.nodes[w.NodeID] = n
+		s.log.Info("workload registered", "node", w.NodeID, "workload", w.Name, "namespace", w.Namespace,
+			"inbound", w.InboundAddr, "proxyless", w.Proxyless())
+	}
+	if n.grace != nil {
+		n.grace.Stop()
+		n.grace = nil
+	}
+	n.w = w
+	n.streams++
+	n.gen++
+	s.streams[key] = w.NodeID
+	s.trigger()
+	return nil
+}
+
+// unregister forgets a closed stream; a node's last stream closing starts its
+// grace timer.
+func (s *Server) unregister(key streamKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.streams[key]
+	if !ok {
+		return
+	}
+	delete(s.streams, key)
+	n := s.nodes[id]
+	n.streams--
+	if n.streams > 0 || s.closed {
+		return
+	}
+	gen := n.gen
+	if s.opts.EndpointGrace < 0 {
+		s.expireLocked(id, gen)
+		return
+	}
+	n.grace = time.AfterFunc(s.opts.EndpointGrace, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.expireLocked(id, gen)
+	})
+}
+
+func (s *Server) expireLocked(id string, gen uint64) {
+	n := s.nodes[id]
+	if n == nil || n.streams > 0 || n.gen != gen || s.closed {
+		return // reconnected (or shutting down) since the timer was set
+	}
+	delete(s.nodes, id)
+	s.log.Info("workload removed", "node", id, "grace", s.opts.EndpointGrace)
+	s.trigger()
+}
+
+// loop is the single writer of snapshots: it waits for a kick, lets a burst of
+// changes settle for Debounce, then recomputes from the latest state.
+func (s *Server) loop() {
+	defer close(s.done)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.kick:
+		}
+		t.Reset(s.opts.Debounce)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		select {
+		case <-s.kick: // absorbed: this recompute reads the latest state
+		default:
+		}
+		s.recompute()
+	}
+}
+
+func (s *Server) recompute() {
+	s.mu.Lock()
+	model := s.model
+	workloads := s.workloadsLocked()
+	s.mu.Unlock()
+
+	live := make(map[string]bool, len(workloads))
+	for i := range workloads {
+		node := &workloads[i]
+		live[node.NodeID] = true
+		res, err := translate.Translate(model, workloads, node)
+		if err == nil {
+			err = translate.Consistent(res)
+		}
+		if err != nil {
+			// Keep the node's last good snapshot.
+			s.log.Error("cannot build snapshot", "node", node.NodeID, "err", err)
+			continue
+		}
+		snap, version := Snapshot(res)
+		if s.versions[node.NodeID] == version {
+			continue
+		}
+		if err := s.cache.SetSnapshot(s.ctx, node.NodeID, snap); err != nil {
+			s.log.Error("cannot set snapshot", "node", node.NodeID, "err", err)
+			continue
+		}
+		s.versions[node.NodeID] = version
+		s.log.Debug("snapshot set", "node", node.NodeID, "version", version)
+	}
+	for id := range s.versions {
+		if !live[id] {
+			s.cache.ClearSnapshot(id)
+			delete(s.versions, id)
+		}
+	}
+}
+
+// Snapshot builds a cache snapshot whose version per type is a hash of that
+// type's resources (deterministically marshalled, in name order), and returns a
+// combined version of all four.
+func Snapshot(res *translate.Resources) (*cachev3.Snapshot, string) {
+	snap := &cachev3.Snapshot{}
+	all := sha256.New()
+	byType := res.ByType()
+	for _, typ := range []string{typeListener, typeRoute, typeCluster, typeEndpoint} {
+		items := byType[typ]
+		h := sha256.New()
+		for _, r := range items {
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+			if err != nil {
+				panic(fmt.Sprintf("server: marshal %T: %v", r, err)) // generated types always marshal
+			}
+			fmt.Fprintf(h, "%d:", len(b))
+			h.Write(b)
+		}
+		v := hex.EncodeToString(h.Sum(nil))[:16]
+		all.Write([]byte(v))
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, items)
+	}
+	return snap, hex.EncodeToString(all.Sum(nil))[:16]
+}
+
+func cacheLogger(l *slog.Logger) gcplog.Logger {
+	return gcplog.LoggerFuncs{
+		DebugFunc: func(f string, a ...any) { l.Debug(fmt.Sprintf(f, a...)) },
+		InfoFunc:  func(f string, a ...any) { l.Debug(fmt.Sprintf(f, a...), "component", "go-control-plane") },
+		WarnFunc:  func(f string, a ...any) { l.Warn(fmt.Sprintf(f, a...), "component", "go-control-plane") },
+		ErrorFunc: func(f string, a ...any) { l.Error(fmt.Sprintf(f, a...), "component", "go-control-plane") },
+	}
+}

@@ -1,0 +1,112 @@
+package file
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tinymesh/tinymesh/xds/mesh"
+)
+
+// Decode parses one multi-document YAML file into m, decoding each document by
+// apiVersion and kind, strictly (unknown fields are errors). name is the file name
+// used in errors and recorded in m.Files.
+func Decode(name string, data []byte, m *mesh.Model) error {
+	for i, doc := range splitDocuments(data) {
+		if isBlank(doc) {
+			continue
+		}
+		if err := decodeDocument(name, doc, m); err != nil {
+			return fmt.Errorf("%s: document %d: %w", name, i+1, err)
+		}
+	}
+	return nil
+}
+
+func decodeDocument(file string, doc []byte, m *mesh.Model) error {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		return fmt.Errorf("invalid YAML: %w", err)
+	}
+	var (
+		key  mesh.Key
+		meta *metav1.ObjectMeta
+	)
+	switch gvk := tm.APIVersion + "/" + tm.Kind; gvk {
+	case "v1/Service":
+		var s corev1.Service
+		if err := yaml.UnmarshalStrict(doc, &s); err != nil {
+			return fmt.Errorf("Service: %w", err)
+		}
+		m.Services = append(m.Services, &s)
+		key, meta = mesh.Key{Kind: "Service"}, &s.ObjectMeta
+	case "discovery.k8s.io/v1/EndpointSlice":
+		var s discoveryv1.EndpointSlice
+		if err := yaml.UnmarshalStrict(doc, &s); err != nil {
+			return fmt.Errorf("EndpointSlice: %w", err)
+		}
+		m.EndpointSlices = append(m.EndpointSlices, &s)
+		key, meta = mesh.Key{Kind: "EndpointSlice"}, &s.ObjectMeta
+	case "gateway.networking.k8s.io/v1/HTTPRoute":
+		var r gwv1.HTTPRoute
+		if err := yaml.UnmarshalStrict(doc, &r); err != nil {
+			return fmt.Errorf("HTTPRoute: %w", err)
+		}
+		m.HTTPRoutes = append(m.HTTPRoutes, &r)
+		key, meta = mesh.Key{Kind: "HTTPRoute"}, &r.ObjectMeta
+	default:
+		return fmt.Errorf("unsupported apiVersion %q kind %q (want v1 Service, discovery.k8s.io/v1 EndpointSlice or gateway.networking.k8s.io/v1 HTTPRoute)", tm.APIVersion, tm.Kind)
+	}
+	// Defaults go in here, before validation, so that errors and the file index
+	// name the namespace the resource will live in.
+	if meta.Namespace == "" {
+		meta.Namespace = mesh.DefaultNamespace
+	}
+	key.Namespace, key.Name = meta.Namespace, meta.Name
+	if m.Files == nil {
+		m.Files = map[mesh.Key]string{}
+	}
+	if _, dup := m.Files[key]; !dup {
+		m.Files[key] = file
+	}
+	return nil
+}
+
+// splitDocuments splits a YAML stream at "---" separator lines.
+func splitDocuments(data []byte) [][]byte {
+	var (
+		docs [][]byte
+		cur  bytes.Buffer
+	)
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "---") && strings.TrimSpace(strings.TrimPrefix(line, "---")) == "" {
+			docs = append(docs, bytes.Clone(cur.Bytes()))
+			cur.Reset()
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+	}
+	return append(docs, cur.Bytes())
+}
+
+// isBlank reports whether a document holds only whitespace and comments.
+func isBlank(doc []byte) bool {
+	for line := range strings.SplitSeq(string(doc), "\n") {
+		t := strings.TrimSpace(line)
+		if t != "" && !strings.HasPrefix(t, "#") {
+			return false
+		}
+	}
+	return true
+}

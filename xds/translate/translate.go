@@ -1,0 +1,334 @@
+// Package translate turns the mesh model and the registered workloads into the
+// Envoy v3 xDS resources for one node, following docs/xds-conventions.md: sidecars
+// get socket listeners (outbound_http, outbound_tcp|..., inbound), proxyless gRPC
+// clients get API listeners; both get EDS clusters and their load assignments.
+//
+// Translate is pure and deterministic: it reads its inputs without modifying them,
+// holds no state, and the same inputs give the same resources in the same order,
+// so the server can hash them into versions. It is safe to call concurrently.
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tinymesh/tinymesh/xds/mesh"
+)
+
+// Resource names fixed by docs/xds-conventions.md.
+const (
+	OutboundHTTPName = "outbound_http"
+	InboundName      = "inbound"
+)
+
+// OutboundClusterName is the outbound cluster (and EDS service name) of a Service
+// port.
+func OutboundClusterName(svc, ns string, port int32) string {
+	return "outbound|" + strconv.Itoa(int(port)) + "||" + mesh.FQDN(svc, ns)
+}
+
+// InboundClusterName is the inbound cluster to the local app on port.
+func InboundClusterName(port uint16) string { return "inbound|" + strconv.Itoa(int(port)) + "||" }
+
+// OutboundTCPListenerName is the outbound TCP listener of a Service port.
+func OutboundTCPListenerName(svc, ns string, port int32) string {
+	return "outbound_tcp|" + strconv.Itoa(int(port)) + "||" + mesh.FQDN(svc, ns)
+}
+
+// Resources are one node's xDS resources, each list sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// ByType returns the resources keyed by type URL, as go-control-plane's snapshot
+// constructors want them.
+func (r *Resources) ByType() map[resource.Type][]types.Resource {
+	out := map[resource.Type][]types.Resource{
+		resource.ListenerType: nil, resource.RouteType: nil, resource.ClusterType: nil, resource.EndpointType: nil,
+	}
+	for _, l := range r.Listeners {
+		out[resource.ListenerType] = append(out[resource.ListenerType], l)
+	}
+	for _, x := range r.Routes {
+		out[resource.RouteType] = append(out[resource.RouteType], x)
+	}
+	for _, c := range r.Clusters {
+		out[resource.ClusterType] = append(out[resource.ClusterType], c)
+	}
+	for _, e := range r.Endpoints {
+		out[resource.EndpointType] = append(out[resource.EndpointType], e)
+	}
+	return out
+}
+
+// Translate computes the resources for node from the model m (nil means empty) and
+// all registered workloads (the node itself included if it registered). An error
+// means a resource failed its protoc-gen-validate rules, which is a bug here or an
+// input the model validation let through; the caller keeps the node's last
+// resources.
+func Translate(m *mesh.Model, workloads []mesh.Workload, node *mesh.Workload) (*Resources, error) {
+	if m == nil {
+		m = &mesh.Model{}
+	}
+	t := &translator{m: m, workloads: workloads, node: node, out: &Resources{}}
+	t.clusters()
+	if node.Proxyless() {
+		t.proxyless()
+	} else {
+		t.sidecar()
+	}
+	r := t.out
+	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(r.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int {
+		return cmp.Compare(a.ClusterName, b.ClusterName)
+	})
+	if err := validate(r); err != nil {
+		return nil, fmt.Errorf("translate for node %q: %w", node.NodeID, err)
+	}
+	return r, nil
+}
+
+type validator interface{ ValidateAll() error }
+
+func validate(r *Resources) error {
+	check := func(kind, name string, v validator) error {
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("%s %q: %w", kind, name, err)
+		}
+		return nil
+	}
+	for _, x := range r.Listeners {
+		if err := check("Listener", x.Name, x); err != nil {
+			return err
+		}
+	}
+	for _, x := range r.Routes {
+		if err := check("RouteConfiguration", x.Name, x); err != nil {
+			return err
+		}
+	}
+	for _, x := range r.Clusters {
+		if err := check("Cluster", x.Name, x); err != nil {
+			return err
+		}
+	}
+	for _, x := range r.Endpoints {
+		if err := check("ClusterLoadAssignment", x.ClusterName, x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type translator struct {
+	m         *mesh.Model
+	workloads []mesh.Workload
+	node      *mesh.Workload
+	out       *Resources
+}
+
+// servicePorts calls fn for every Service port in model order, with whether it is
+// the first HTTP port of its Service (which also gets the port-less domains).
+func (t *translator) servicePorts(fn func(svc *corev1.Service, port *corev1.ServicePort, proto mesh.Protocol, firstHTTP bool)) {
+	for _, svc := range t.m.Services {
+		first := true
+		for i := range svc.Spec.Ports {
+			p := &svc.Spec.Ports[i]
+			proto, ok := mesh.PortProtocol(p)
+			if !ok {
+				continue // rejected by validation; never translate what we cannot name
+			}
+			fn(svc, p, proto, first && proto != mesh.TCP)
+			if proto != mesh.TCP {
+				first = false
+			}
+		}
+	}
+}
+
+// clusters adds an outbound EDS cluster and its load assignment per Service port.
+func (t *translator) clusters() {
+	proxyless := t.node.Proxyless()
+	t.servicePorts(func(svc *corev1.Service, port *corev1.ServicePort, proto mesh.Protocol, _ bool) {
+		if proxyless && proto == mesh.TCP {
+			return // gRPC cannot use a TCP service
+		}
+		name := OutboundClusterName(svc.Name, svc.Namespace, port.Port)
+		c := &clusterv3.Cluster{
+			Name:                 name,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource(), ServiceName: name},
+			ConnectTimeout:       connectTimeout,
+			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		}
+		// gRPC always speaks HTTP/2 and ignores these options; sidecars to meshed
+		// workloads multiplex over h2c whatever the app speaks (the peer sidecar's
+		// inbound HCM is codec AUTO), while endpoints outside the mesh get the
+		// Service's own protocol.
+		if !proxyless && proto != mesh.TCP {
+			c.TypedExtensionProtocolOptions = protocolOptions(mesh.Meshed(svc) || proto.IsHTTP2())
+		}
+		t.out.Clusters = append(t.out.Clusters, c)
+		t.out.Endpoints = append(t.out.Endpoints, loadAssignment(name, t.m.Endpoints(svc, port, t.workloads)))
+	})
+}
+
+// sidecar adds the socket listeners of a sidecar and their route configuration.
+func (t *translator) sidecar() {
+	used := map[string]bool{} // listener addresses already taken
+	if t.node.OutboundHTTPAddr != "" {
+		rc := &routev3.RouteConfiguration{Name: OutboundHTTPName}
+		t.servicePorts(func(svc *corev1.Service, port *corev1.ServicePort, proto mesh.Protocol, firstHTTP bool) {
+			if proto == mesh.TCP {
+				return
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+				Name:    mesh.FQDN(svc.Name, svc.Namespace) + ":" + strconv.Itoa(int(port.Port)),
+				Domains: domains(svc, port.Port, t.node.Namespace, firstHTTP),
+				Routes:  t.routes(svc, port, false),
+			})
+		})
+		ap := netip.MustParseAddrPort(t.node.OutboundHTTPAddr) // checked by WorkloadFromNode
+		t.out.Routes = append(t.out.Routes, rc)
+		t.out.Listeners = append(t.out.Listeners, httpListener(OutboundHTTPName, ap, corev3.TrafficDirection_OUTBOUND,
+			hcmRDS(OutboundHTTPName, OutboundHTTPName, false)))
+		used[ap.String()] = true
+	}
+	if ip := t.node.TCPBindIP(); ip != "" {
+		if addr, err := netip.ParseAddr(ip); err == nil {
+			t.servicePorts(func(svc *corev1.Service, port *corev1.ServicePort, proto mesh.Protocol, _ bool) {
+				ap := netip.AddrPortFrom(addr, uint16(port.Port))
+				if proto != mesh.TCP || used[ap.String()] {
+					return // first Service on a port wins; later ones would clash
+				}
+				used[ap.String()] = true
+				name := OutboundTCPListenerName(svc.Name, svc.Namespace, port.Port)
+				t.out.Listeners = append(t.out.Listeners, tcpListener(name, ap, corev3.TrafficDirection_OUTBOUND,
+					OutboundClusterName(svc.Name, svc.Namespace, port.Port)))
+			})
+		}
+	}
+	t.inbound(used)
+}
+
+// inbound adds the inbound listener and the static cluster to the local app,
+// speaking the protocol of the first Service port that selects this workload.
+func (t *translator) inbound(used map[string]bool) {
+	if t.node.InboundAddr == "" || t.node.AppAddr == "" {
+		return
+	}
+	in := netip.MustParseAddrPort(t.node.InboundAddr)
+	app := netip.MustParseAddrPort(t.node.AppAddr)
+	if used[in.String()] {
+		return
+	}
+	proto := mesh.HTTP
+	for _, svc := range t.m.Services {
+		if !mesh.Selects(svc, t.node) {
+			continue
+		}
+		port := &svc.Spec.Ports[0]
+		for i := range svc.Spec.Ports {
+			if p := &svc.Spec.Ports[i]; mesh.TargetPort(p) == int32(app.Port()) {
+				port = p
+				break
+			}
+		}
+		if p, ok := mesh.PortProtocol(port); ok {
+			proto = p
+		}
+		break
+	}
+	cname := InboundClusterName(app.Port())
+	c := &clusterv3.Cluster{
+		Name:                 cname,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       connectTimeout,
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		LoadAssignment:       loadAssignment(cname, []mesh.Endpoint{{IP: app.Addr().String(), Port: uint32(app.Port())}}),
+	}
+	if proto != mesh.TCP {
+		c.TypedExtensionProtocolOptions = protocolOptions(proto.IsHTTP2())
+	}
+	t.out.Clusters = append(t.out.Clusters, c)
+	if proto == mesh.TCP {
+		t.out.Listeners = append(t.out.Listeners, tcpListener(InboundName, in, corev3.TrafficDirection_INBOUND, cname))
+		return
+	}
+	rc := &routev3.RouteConfiguration{
+		Name: InboundName,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    InboundName,
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Name:   "default",
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: clusterAction(cname, 0),
+			}},
+		}},
+	}
+	t.out.Listeners = append(t.out.Listeners, httpListener(InboundName, in, corev3.TrafficDirection_INBOUND, hcmInline(InboundName, rc)))
+}
+
+// proxyless adds, per HTTP Service port, the API listeners gRPC's xDS resolver
+// looks up by target name, each with an RDS route configuration of the same name.
+func (t *translator) proxyless() {
+	t.servicePorts(func(svc *corev1.Service, port *corev1.ServicePort, proto mesh.Protocol, _ bool) {
+		if proto == mesh.TCP {
+			return
+		}
+		p := ":" + strconv.Itoa(int(port.Port))
+		names := []string{mesh.FQDN(svc.Name, svc.Namespace) + p, svc.Name + "." + svc.Namespace + p}
+		if svc.Namespace == t.node.Namespace {
+			names = append(names, svc.Name+p)
+		}
+		routes := t.routes(svc, port, true)
+		for _, n := range names {
+			t.out.Listeners = append(t.out.Listeners, apiListener(n, hcmRDS(n, n, false)))
+			t.out.Routes = append(t.out.Routes, &routev3.RouteConfiguration{
+				Name: n,
+				VirtualHosts: []*routev3.VirtualHost{{
+					// gRPC matches domains against its target's authority; the
+					// route configuration belongs to this one listener anyway.
+					Name: n, Domains: []string{"*"}, Routes: routes,
+				}},
+			})
+		}
+	})
+}
+
+// domains are the authorities a Service port answers to on outbound_http. The bare
+// service name only resolves in the node's own namespace, as with Kubernetes DNS,
+// which also keeps domains unique across the route configuration.
+func domains(svc *corev1.Service, port int32, nodeNS string, plain bool) []string {
+	var hosts []string
+	if svc.Namespace == nodeNS {
+		hosts = append(hosts, svc.Name)
+	}
+	hosts = append(hosts, svc.Name+"."+svc.Namespace, svc.Name+"."+svc.Namespace+".svc", mesh.FQDN(svc.Name, svc.Namespace))
+	var out []string
+	if plain {
+		out = append(out, hosts...)
+	}
+	for _, h := range hosts {
+		out = append(out, h+":"+strconv.Itoa(int(port)))
+	}
+	return out
+}
