@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,6 +144,9 @@ func TestCellAggregates(t *testing.T) {
 	// 0.6 s / 6000 requests = 100 us per request = 100 millicores per 1k rps.
 	if got := c.mcpuPer1k(); got != 100 {
 		t.Errorf("mcpuPer1k = %v, want 100", got)
+	}
+	if lo, hi := c.rpsRange(); lo != 100 || hi != 300 {
+		t.Errorf("rpsRange = %v, %v; want 100, 300", lo, hi)
 	}
 	even := &cell{samples: c.samples[:2]}
 	if got := even.rps(); got != 200 {
@@ -329,6 +333,23 @@ func TestHealthProtoset(t *testing.T) {
 	}
 }
 
+func TestWriteJSON(t *testing.T) {
+	r := newReport([]string{chainDir})
+	r.add(testGRPC, chainDir, sample{res: result{Requests: 10, RPS: 5, P50: time.Millisecond}, cpuTicks: 3})
+	var b bytes.Buffer
+	if err := r.writeJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var got jsonReport
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatalf("unmarshal %s: %v", b.Bytes(), err)
+	}
+	want := []jsonSample{{Test: testGRPC, Chain: chainDir, Round: 1, Requests: 10, RPS: 5, P50ns: 1e6, CPUTicks: 3}}
+	if diff := cmp.Diff(want, got.Samples); diff != "" {
+		t.Errorf("samples mismatch (-want +got):\n%s", diff)
+	}
+}
+
 func TestWriteDoc(t *testing.T) {
 	r := newReport([]string{chainDir, "meshproxy", chainNgx})
 	r.Command = "go run ./bench"
@@ -344,8 +365,8 @@ func TestWriteDoc(t *testing.T) {
 		"| direct | 30000 | 1.00x | 1.25x |",
 		"| meshproxy | 12000 | 0.40x | 0.50x |",
 		"| nginx | 24000 | 0.80x | 1.00x |",
-		"| nginx | n/a | n/a | 10000.0 | 1.00x |",
-		"| meshproxy | n/a | n/a | 5000.0 | 0.50x |",
+		"| nginx | n/a | n/a | n/a | n/a | 10000.0 | 1.00x |",
+		"| meshproxy | n/a | n/a | n/a | n/a | 5000.0 | 0.50x |",
 		"| nginx | 1.0 MiB | 2.0 MiB | 1.0 MiB | 2.0 MiB | 4.0 MiB | 1.00x |",
 	} {
 		if !strings.Contains(doc, w) {

@@ -28,6 +28,10 @@ type chainRun struct {
 	server map[string]*child // server-side proxy per test (the same one except for meshproxy)
 	others []*child          // processes that are not proxies (controlplane)
 	idle   memRow
+
+	// verify, if set, checks after the chain serves that traffic takes the
+	// intended path (meshproxy: client sidecar -> server sidecars).
+	verify func() error
 }
 
 // pids are the proxy processes whose CPU counts for test.
@@ -36,8 +40,11 @@ func (c *chainRun) pids(test string) []int {
 		return nil
 	}
 	s := c.server[test]
-	if test == testFixed {
+	switch test {
+	case testFixed:
 		s = c.server[testH1]
+	case testFixG:
+		s = c.server[testGRPC]
 	}
 	return []int{c.client.pid(), s.pid()}
 }
@@ -215,6 +222,7 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 		return procs.start("meshproxy-"+name, cpu, env, argv...)
 	}
 	cr := &chainRun{name: "meshproxy", server: map[string]*child{}, others: []*child{cp}}
+	var inbounds []string
 	for _, s := range []struct{ test, workload, app string }{
 		{testH1, hostH1, back.H1}, {testH2C, hostH2C, back.H2C}, {testGRPC, hostGRPC, back.GRPC},
 	} {
@@ -222,6 +230,7 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 		if err != nil {
 			return nil, err
 		}
+		inbounds = append(inbounds, in)
 		c, err := sidecar(s.workload, cpuServer, "--workload", s.workload, "--labels", "app="+s.workload,
 			"--inbound", in, "--app", s.app)
 		if err != nil {
@@ -237,6 +246,32 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 		return nil, err
 	}
 	cr.target = addrs{H1: out, H2C: out, GRPC: out}
+	clientAdmin := admins[len(admins)-1]
+	cr.verify = func() error {
+		// The client sidecar's endpoints must be the server sidecars' inbound
+		// listeners (config.Endpoint.Address in /config_dump), never the backend.
+		resp, err := http.Get("http://" + clientAdmin + "/config_dump")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		dump := string(body)
+		for _, in := range inbounds {
+			if !strings.Contains(dump, `"`+in+`"`) {
+				return fmt.Errorf("client sidecar /config_dump does not mention server sidecar inbound %s", in)
+			}
+		}
+		for _, b := range []string{back.H1, back.GRPC} {
+			if strings.Contains(dump, `"`+b+`"`) {
+				return fmt.Errorf("client sidecar /config_dump mentions the backend %s directly", b)
+			}
+		}
+		return nil
+	}
 	for _, a := range admins {
 		if err := waitReady(a, 30*time.Second, cr.alive); err != nil {
 			return nil, fmt.Errorf("meshproxy admin %s: %w", a, err)

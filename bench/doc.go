@@ -4,9 +4,12 @@
 //
 // Usage, from the repository root (tools from .ci/install-bench-tools.sh):
 //
-//	go run ./bench                       # full run, writes docs/benchmarks.md
+//	go run ./bench                       # full run (~10 min), writes docs/benchmarks.md
 //	go run ./bench --quick               # smoke run (< 2 min), prints only
-//	go run ./bench --chains direct,nginx --duration 3s --rounds 2 --out /tmp/b.md
+//	go run ./bench --chains direct,nginx --tests http1,fixed --duration 3s --rounds 2 --out /tmp/b.md
+//
+// Tests: http1 (wrk), h2c (h2load), grpc (ghz), all at saturation; fixed
+// (fortio, HTTP/1.1) and fixed-grpc (ghz --rps), both at --rate requests/s.
 //
 // One run starts a Go backend (HTTP/1.1 + h2c on one port, gRPC health on another)
 // and every selected chain, then for each test runs all chains round-robin for

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -26,7 +27,9 @@ type options struct {
 	rounds      int
 	rate        int
 	chains      []string
+	tests       []string
 	out         string
+	jsonOut     string
 	binDir      string
 	keepTmp     bool
 	wrkConns    int
@@ -53,14 +56,16 @@ func main() {
 	backendGRPC := flag.String("backend-grpc", "", "internal: backend gRPC address")
 
 	var o options
-	var chains string
+	var chains, tests string
 	quick := flag.Bool("quick", false, "smoke run: 2s measurements, 1 round, short warm-up; does not write --out unless given")
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of each measurement (whole seconds)")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up per chain and test before the measured rounds")
 	flag.IntVar(&o.rounds, "rounds", 5, "measured rounds per test; chains run round-robin in each round")
 	flag.IntVar(&o.rate, "rate", 2000, "requests/s for the fixed-rate latency test")
 	flag.StringVar(&chains, "chains", "direct,meshproxy,nginx,haproxy,caddy", "comma-separated chains to run")
+	flag.StringVar(&tests, "tests", strings.Join(allTests, ","), "comma-separated tests to run")
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown file to write the results page to (empty: none)")
+	flag.StringVar(&o.jsonOut, "json", "", "also write every sample as JSON to this file")
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory with prebuilt meshproxy and controlplane (default: go build ./cmd/... into a temp dir)")
 	flag.BoolVar(&o.keepTmp, "keep-tmp", false, "keep the temp dir with configs and logs")
 	flag.IntVar(&o.wrkConns, "wrk-connections", 64, "wrk connections")
@@ -103,6 +108,17 @@ func main() {
 		if c = strings.TrimSpace(c); c != "" {
 			o.chains = append(o.chains, c)
 		}
+	}
+
+	for _, t := range strings.Split(tests, ",") {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		if !slices.Contains(allTests, t) {
+			log.Fatalf("unknown test %q (want one of %v)", t, allTests)
+		}
+		o.tests = append(o.tests, t)
 	}
 
 	cmd := "go run ./bench"
@@ -163,7 +179,10 @@ func run(o options, command string) error {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
+	defer func() {
+		signal.Stop(sig)
+		close(sig) // no more deliveries after Stop; ends the goroutine below
+	}()
 	go func() {
 		if _, ok := <-sig; ok {
 			interrupted.Store(true)
@@ -203,7 +222,7 @@ func run(o options, command string) error {
 		fmt.Sprintf("measurement %s, warm-up %s, %d round(s) per test", o.duration, o.warmup, o.rounds),
 		fmt.Sprintf("wrk: 1 thread, %d connections", o.wrkConns),
 		fmt.Sprintf("h2load: 1 thread, %d clients x %d streams", o.h2Conns, o.h2Streams),
-		fmt.Sprintf("ghz: %d workers over %d connections", o.ghzConc, o.ghzConns),
+		fmt.Sprintf("ghz: %d workers over %d connections (fixed rate: --rps %d)", o.ghzConc, o.ghzConns, o.rate),
 		fmt.Sprintf("fortio: %d rps over %d connections", o.rate, o.fortioConns),
 		"backend: Go net/http (HTTP/1.1 + h2c, 3-byte body) and grpc-go health service, pinned to CPU 1",
 	}
@@ -247,6 +266,14 @@ func run(o options, command string) error {
 			log.Printf("chain %s not serving: %v", name, err)
 			continue
 		}
+		if cr.verify != nil {
+			if err := cr.verify(); err != nil {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("chain %s: path not confirmed: %v", name, err))
+				log.Printf("chain %s: path not confirmed: %v", name, err)
+			} else {
+				log.Printf("chain %s: path confirmed", name)
+			}
+		}
 		if err := cr.readIdle(); err != nil {
 			return fmt.Errorf("chain %s: %w", name, err)
 		}
@@ -254,17 +281,12 @@ func run(o options, command string) error {
 		rep.Chains = append(rep.Chains, name)
 		log.Printf("chain %s ready at %+v", name, cr.target)
 	}
-	for _, t := range allTests {
-		for _, c := range rep.Chains {
-			rep.Cells[t][c] = &cell{}
-		}
-	}
 	if len(runs) == 0 {
 		return fmt.Errorf("no chain could be started")
 	}
 
 	lt := &loadTools{o: o, tools: tools, protoset: protoset, tmp: tmp}
-	for _, test := range allTests {
+	for _, test := range o.tests {
 		if o.warmup > 0 {
 			for _, cr := range runs {
 				if interrupted.Load() {
@@ -315,6 +337,13 @@ func run(o options, command string) error {
 		rep.Mem[cr.name] = m
 	}
 
+	for _, ch := range rep.Chains {
+		for _, t := range []string{testFixed, testFixG} {
+			if got := rep.get(t, ch).rps(); got > 0 && got < 0.97*float64(o.rate) {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s test: %s achieved %.0f of %d requests/s; its latencies include queueing in the generator", t, ch, got, o.rate))
+			}
+		}
+	}
 	// Other work on a shared machine is the main source of noise; record it.
 	rep.Machine = append(rep.Machine, fmt.Sprintf("load average (1, 5, 15 min) at start: %s; at end: %s", loadStart, loadAvg()))
 
@@ -326,6 +355,16 @@ func run(o options, command string) error {
 			return fmt.Errorf("write %s: %w", o.out, err)
 		}
 		log.Printf("wrote %s", o.out)
+	}
+	if o.jsonOut != "" {
+		var b bytes.Buffer
+		if err := rep.writeJSON(&b); err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.jsonOut, b.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", o.jsonOut, err)
+		}
+		log.Printf("wrote %s", o.jsonOut)
 	}
 	return nil
 }
@@ -356,10 +395,14 @@ func (l *loadTools) run(test string, t addrs, d time.Duration) (result, error) {
 			return result{}, err
 		}
 		return parseH2load(string(out))
-	case testGRPC:
-		out, err := runTool(limit, cpuClient, l.tools["ghz"], "--insecure", "--protoset", l.protoset,
+	case testGRPC, testFixG:
+		argv := []string{l.tools["ghz"], "--insecure", "--protoset", l.protoset,
 			"--call", "grpc.health.v1.Health.Check", "-d", "{}", "-c", strconv.Itoa(l.o.ghzConc),
-			"--connections", strconv.Itoa(l.o.ghzConns), "-z", secs+"s", "--authority", hostGRPC, "-O", "json", t.GRPC)
+			"--connections", strconv.Itoa(l.o.ghzConns), "-z", secs + "s", "--authority", hostGRPC, "-O", "json"}
+		if test == testFixG {
+			argv = append(argv, "--rps", strconv.Itoa(l.o.rate))
+		}
+		out, err := runTool(limit, cpuClient, append(argv, t.GRPC)...)
 		if err != nil {
 			return result{}, err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -10,15 +11,16 @@ import (
 
 // Test names, in the order they run and are reported.
 const (
-	testH1    = "http1"  // wrk, HTTP/1.1 keep-alive, saturation
-	testH2C   = "h2c"    // h2load, saturation
-	testGRPC  = "grpc"   // ghz, unary, saturation
-	testFixed = "fixed"  // fortio, HTTP/1.1 at a fixed rate
-	chainDir  = "direct" // no proxy: the baseline
-	chainNgx  = "nginx"  // the reference proxy chain
+	testH1    = "http1"      // wrk, HTTP/1.1 keep-alive, saturation
+	testH2C   = "h2c"        // h2load, saturation
+	testGRPC  = "grpc"       // ghz, unary, saturation
+	testFixed = "fixed"      // fortio, HTTP/1.1 at a fixed rate
+	testFixG  = "fixed-grpc" // ghz, gRPC unary at a fixed rate
+	chainDir  = "direct"     // no proxy: the baseline
+	chainNgx  = "nginx"      // the reference proxy chain
 )
 
-var allTests = []string{testH1, testH2C, testGRPC, testFixed}
+var allTests = []string{testH1, testH2C, testGRPC, testFixed, testFixG}
 
 // sample is one measurement of one chain in one test.
 type sample struct {
@@ -34,6 +36,19 @@ type cell struct {
 // rps is the median throughput over rounds.
 func (c *cell) rps() float64 {
 	return median(c.samples, func(s sample) float64 { return s.res.RPS })
+}
+
+// rpsRange is the lowest and highest throughput over rounds: the noise.
+func (c *cell) rpsRange() (lo, hi float64) {
+	for i, s := range c.samples {
+		if i == 0 || s.res.RPS < lo {
+			lo = s.res.RPS
+		}
+		if s.res.RPS > hi {
+			hi = s.res.RPS
+		}
+	}
+	return lo, hi
 }
 
 // p50 and p99 are the medians over rounds of each round's percentile.
@@ -123,8 +138,16 @@ func newReport(chains []string) *report {
 	return r
 }
 
+// add records one measurement, creating the cell on first use.
 func (r *report) add(test, chain string, s sample) {
+	if r.Cells[test] == nil {
+		r.Cells[test] = map[string]*cell{}
+	}
 	c := r.Cells[test][chain]
+	if c == nil {
+		c = &cell{}
+		r.Cells[test][chain] = c
+	}
 	c.samples = append(c.samples, s)
 }
 
@@ -173,14 +196,30 @@ func (r *report) writeTables(w io.Writer) {
 		p(" |\n")
 	}
 
-	p("\n### Latency at a fixed rate (fortio, HTTP/1.1 keep-alive)\n\n")
-	p("| chain | achieved rps | p50 | vs direct | vs nginx | p99 | vs direct | vs nginx |\n")
-	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	p("\nSpread over rounds (lowest - highest requests/s), a measure of the noise:\n\n")
+	p("| chain | HTTP/1.1 | h2c | gRPC |\n| --- | ---: | ---: | ---: |\n")
 	for _, ch := range r.Chains {
-		c, d, n := r.get(testFixed, ch), r.get(testFixed, chainDir), r.get(testFixed, chainNgx)
-		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", ch, fmtRPS(c.rps()),
-			fmtLat(c.p50()), ratio(float64(c.p50()), float64(d.p50())), ratio(float64(c.p50()), float64(n.p50())),
-			fmtLat(c.p99()), ratio(float64(c.p99()), float64(d.p99())), ratio(float64(c.p99()), float64(n.p99())))
+		p("| %s", ch)
+		for _, t := range []string{testH1, testH2C, testGRPC} {
+			lo, hi := r.get(t, ch).rpsRange()
+			p(" | %s - %s", fmtRPS(lo), fmtRPS(hi))
+		}
+		p(" |\n")
+	}
+
+	for _, fx := range []struct{ test, title string }{
+		{testFixed, "HTTP/1.1 keep-alive (fortio)"},
+		{testFixG, "gRPC unary (ghz --rps)"},
+	} {
+		p("\n### Latency at a fixed rate: %s\n\n", fx.title)
+		p("| chain | achieved rps | p50 | vs direct | vs nginx | p99 | vs direct | vs nginx |\n")
+		p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, ch := range r.Chains {
+			c, d, n := r.get(fx.test, ch), r.get(fx.test, chainDir), r.get(fx.test, chainNgx)
+			p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", ch, fmtRPS(c.rps()),
+				fmtLat(c.p50()), ratio(float64(c.p50()), float64(d.p50())), ratio(float64(c.p50()), float64(n.p50())),
+				fmtLat(c.p99()), ratio(float64(c.p99()), float64(d.p99())), ratio(float64(c.p99()), float64(n.p99())))
+		}
 	}
 
 	p("\n### Saturation latency (median of rounds; h2load reports no percentiles)\n\n")
@@ -192,15 +231,15 @@ func (r *report) writeTables(w io.Writer) {
 	}
 
 	p("\n### Proxy CPU (both proxies, millicores per 1,000 requests/s; lower is better)\n\n")
-	p("| chain | at fixed rate | vs nginx | HTTP/1.1 saturated | vs nginx | h2c saturated | vs nginx | gRPC saturated | vs nginx |\n")
-	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	p("| chain | HTTP/1.1 fixed rate | vs nginx | gRPC fixed rate | vs nginx | HTTP/1.1 saturated | vs nginx | h2c saturated | vs nginx | gRPC saturated | vs nginx |\n")
+	p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, ch := range r.Chains {
 		if ch == chainDir {
-			p("| %s | no proxy | | | | | | | |\n", ch)
+			p("| %s | no proxy | | | | | | | | | |\n", ch)
 			continue
 		}
 		p("| %s", ch)
-		for _, t := range []string{testFixed, testH1, testH2C, testGRPC} {
+		for _, t := range []string{testFixed, testFixG, testH1, testH2C, testGRPC} {
 			v := r.get(t, ch).mcpuPer1k()
 			s := "n/a"
 			if v > 0 {
@@ -227,10 +266,10 @@ func (r *report) writeTables(w io.Writer) {
 	}
 
 	p("\n### Errors (failed requests summed over rounds; should all be 0)\n\n")
-	p("| chain | HTTP/1.1 | h2c | gRPC | fixed rate |\n| --- | ---: | ---: | ---: | ---: |\n")
+	p("| chain | HTTP/1.1 | h2c | gRPC | HTTP/1.1 fixed rate | gRPC fixed rate |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, ch := range r.Chains {
 		p("| %s", ch)
-		for _, t := range []string{testH1, testH2C, testGRPC, testFixed} {
+		for _, t := range []string{testH1, testH2C, testGRPC, testFixed, testFixG} {
 			req, errs, _ := r.get(t, ch).totals()
 			p(" | %d of %d", errs, req+errs)
 		}
@@ -253,6 +292,8 @@ func (r *report) writeDoc(w io.Writer) {
 	p("  over ADS. Sidecar to sidecar is HTTP/2 (h2c) as in the mesh; the inbound hop speaks the Service's\n")
 	p("  `appProtocol`. A sidecar has one inbound listener and one app address, so there is one Service and one\n")
 	p("  server-side sidecar per protocol (`bench` http, `bench-h2c` h2c, `bench-grpc` grpc), all in front of the same backend.\n")
+	p("  A test's CPU counts the client sidecar and that protocol's server sidecar; server-side memory is the\n")
+	p("  largest of the three.\n")
 	p("- **nginx**, **haproxy**, **caddy**: Debian packages, two processes each, reverse proxies with keep-alive\n")
 	p("  upstreams. HTTP/1.1 test: HTTP/1.1 on every hop. h2c and gRPC tests: HTTP/2 prior knowledge on every hop\n")
 	p("  (nginx `listen ... http2` + `grpc_pass`, its only HTTP/2 upstream; HAProxy `proto h2`; Caddy `h2c://`).\n")
@@ -260,9 +301,10 @@ func (r *report) writeDoc(w io.Writer) {
 	p("  The rendered configs are in `bench/configs.go`; `go run ./bench --keep-tmp` keeps them with the logs.\n\n")
 	p("Tests, each run for every chain in turn (round-robin, several short rounds so drift hits all chains alike):\n\n")
 	p("- HTTP/1.1 keep-alive throughput at saturation: `wrk`.\n")
-	p("- h2c throughput at saturation: `h2load` (one connection set, several streams per connection).\n")
+	p("- h2c throughput at saturation: `h2load`, several concurrent streams per connection.\n")
 	p("- gRPC unary throughput at saturation: `ghz`, `grpc.health.v1.Health/Check`.\n")
-	p("- Latency at a fixed 2,000 requests/s over HTTP/1.1 keep-alive: `fortio load -qps 2000`.\n")
+	p("- Latency at a fixed 2,000 requests/s: HTTP/1.1 keep-alive with `fortio load -qps 2000`, gRPC unary\n")
+	p("  with `ghz --rps 2000`.\n")
 	p("- Proxy CPU: utime+stime of both proxies (and their children) from `/proc/<pid>/stat` over each\n")
 	p("  measurement, divided by the successful requests, shown as millicores per 1,000 requests/s.\n")
 	p("- Proxy memory: VmRSS of each proxy before any load, VmHWM (peak) after the run, from `/proc/<pid>/status`.\n\n")
@@ -297,6 +339,8 @@ func (r *report) writeDoc(w io.Writer) {
 	p("  backend. Compare chains with each other, not with published numbers of other machines.\n")
 	p("- The fixed-rate latency is the number closest to what a sidecar adds to a real call: two extra\n")
 	p("  hops at moderate load. p99 on a shared 2-core VM is noisy; look at differences of more than ~20%%.\n")
+	p("  When \"achieved rps\" is below the target the generator fell behind (the machine was busy) and the\n")
+	p("  latencies of that chain include queueing in the generator.\n")
 	p("- CPU per 1,000 requests/s is what you would budget per sidecar pair; 100 millicores means a tenth\n")
 	p("  of a core for the two proxies at 1,000 requests/s. The tick resolution of /proc is 10 ms, so short\n")
 	p("  runs have about +-2 ticks of error per measurement.\n")
@@ -312,4 +356,46 @@ func (r *report) writeSummary(w io.Writer) {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
 	r.writeTables(w)
+}
+
+// jsonSample is one measurement in the --json output.
+type jsonSample struct {
+	Test     string  `json:"test"`
+	Chain    string  `json:"chain"`
+	Round    int     `json:"round"`
+	Requests int64   `json:"requests"`
+	Errors   int64   `json:"errors"`
+	RPS      float64 `json:"rps"`
+	P50ns    int64   `json:"p50_ns,omitempty"`
+	P99ns    int64   `json:"p99_ns,omitempty"`
+	CPUTicks uint64  `json:"proxy_cpu_ticks"`
+}
+
+// jsonReport is the raw data of a run, for comparing runs with other tools.
+type jsonReport struct {
+	Command  string            `json:"command"`
+	Started  time.Time         `json:"started"`
+	Machine  []string          `json:"machine"`
+	Settings []string          `json:"settings"`
+	Notes    []string          `json:"notes,omitempty"`
+	Samples  []jsonSample      `json:"samples"`
+	Memory   map[string]memRow `json:"memory_kib"`
+}
+
+// writeJSON writes every sample and the memory figures as indented JSON.
+func (r *report) writeJSON(w io.Writer) error {
+	out := jsonReport{Command: r.Command, Started: r.Started, Machine: r.Machine, Settings: r.Settings,
+		Notes: r.Notes, Memory: r.Mem, Samples: []jsonSample{}}
+	for _, t := range allTests {
+		for _, ch := range r.Chains {
+			for i, s := range r.get(t, ch).samples {
+				out.Samples = append(out.Samples, jsonSample{Test: t, Chain: ch, Round: i + 1,
+					Requests: s.res.Requests, Errors: s.res.Errors, RPS: s.res.RPS,
+					P50ns: int64(s.res.P50), P99ns: int64(s.res.P99), CPUTicks: s.cpuTicks})
+			}
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }

@@ -350,3 +350,39 @@ func TestListenerRenameAndMove(t *testing.T) {
 		t.Errorf("old address %s still accepts connections", m.OutboundAddr)
 	}
 }
+
+func TestCloseCutsDrainsAtItsDeadline(t *testing.T) {
+	app := proxytest.StartTCPEcho(t)
+	aAddr, snapA := tcpMesh(t, app.Addr)
+	a := dataplane.New(dataplane.Options{DrainTimeout: time.Minute})
+	if err := a.Apply(snapA); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", aAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	select {
+	case <-app.Accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app never accepted the proxied connection")
+	}
+	// The listener goes away with a connection open: a one-minute drain.
+	if err := a.Apply(&config.Snapshot{Version: "a2"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := a.Close(ctx); err == nil {
+		t.Error("Close with a connection still open: err = nil, want the deadline error")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Close took %v, want about its 100ms deadline", d)
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Errorf("downstream after Close: read %v, want EOF (closed by the proxy)", err)
+	}
+}

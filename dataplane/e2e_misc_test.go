@@ -146,6 +146,9 @@ func TestBadRequestsAreRejectedAndNotForwarded(t *testing.T) {
 		{"transfer-encoding then content-length", "POST / HTTP/1.1\r\nHost: backend\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n", "HTTP/1.1 400 Bad Request"},
 		{"conflicting content-lengths", "POST / HTTP/1.1\r\nHost: backend\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", "HTTP/1.1 400 Bad Request"},
 		{"oversized headers", "GET / HTTP/1.1\r\nHost: backend\r\nX-Big: " + big + "\r\n\r\n", "HTTP/1.1 431 Request Header Fields Too Large"},
+		// Over the limit but within net/http's own 4 KiB of slack.
+		{"headers just over the limit", "GET / HTTP/1.1\r\nHost: backend\r\nX-Big: " + strings.Repeat("a", 9<<10) + "\r\n\r\n", "HTTP/1.1 431 Request Header Fields Too Large"},
+		{"short request line", "GET /\r\n\r\n", "HTTP/1.1 400 Bad Request"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -55,6 +55,10 @@ type Proxy struct {
 	ready atomic.Bool
 
 	drains sync.WaitGroup // background drains of removed listeners
+	// base parents the drains' contexts; Close cancels it to cut drains that
+	// would outlast its own deadline.
+	base       context.Context
+	cancelBase context.CancelFunc
 
 	mu     sync.Mutex         // serialises Apply and Close
 	active map[string]*active // by listener name; guarded by mu
@@ -80,7 +84,9 @@ func New(opts Options) *Proxy {
 	if d <= 0 {
 		d = DefaultDrainTimeout
 	}
-	return &Proxy{log: log, drainTimeout: d, clusters: cluster.NewSet(), active: make(map[string]*active)}
+	base, cancel := context.WithCancel(context.Background())
+	return &Proxy{log: log, drainTimeout: d, clusters: cluster.NewSet(), active: make(map[string]*active),
+		base: base, cancelBase: cancel}
 }
 
 // Ready reports whether a snapshot has been applied successfully.
@@ -261,10 +267,12 @@ func (p *Proxy) drainLocked(a *active) {
 	if a.cfg.HTTP != nil && a.cfg.HTTP.DrainTimeout > 0 {
 		timeout = a.cfg.HTTP.DrainTimeout
 	}
+	ctx, cancel := context.WithTimeout(p.base, timeout)
 	p.drains.Add(1)
 	go func() {
 		defer p.drains.Done()
-		if err := a.l.Drain(timeout); err != nil {
+		defer cancel()
+		if err := a.l.Drain(ctx); err != nil {
 			p.log.Warn("listener drain", "listener", a.cfg.Name, "err", err)
 			return
 		}
@@ -272,8 +280,9 @@ func (p *Proxy) drainLocked(a *active) {
 	}()
 }
 
-// Close stops every listener, letting open requests finish until ctx is done,
-// waits for background drains and closes upstream connections.
+// Close stops every listener, letting open requests finish until ctx is done
+// (listeners already draining are cut then too), waits for all goroutines and
+// closes upstream connections. It returns ctx.Err() if it had to cut.
 func (p *Proxy) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
@@ -281,22 +290,26 @@ func (p *Proxy) Close(ctx context.Context) error {
 		return nil
 	}
 	p.closed = true
-	timeout := time.Duration(0)
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(dl), 0)
-	} else {
-		timeout = p.drainTimeout
+	dctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		// Open WebSockets or TCP streams may never end by themselves.
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, p.drainTimeout)
+		defer cancel()
 	}
+	stop := context.AfterFunc(dctx, p.cancelBase)
 	for _, a := range p.active {
 		p.drains.Add(1)
 		go func() {
 			defer p.drains.Done()
-			a.l.Drain(timeout)
+			a.l.Drain(dctx)
 		}()
 	}
 	p.active = nil
 	p.mu.Unlock()
 	p.drains.Wait()
+	stop()
+	p.cancelBase()
 	p.clusters.Close()
 	return ctx.Err()
 }

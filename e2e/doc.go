@@ -14,6 +14,8 @@
 //	go test -count=1 -timeout 5m ./e2e/
 //
 // E2E_BIN_DIR=dir tests prebuilt binaries dir/controlplane and dir/meshproxy
-// instead of building them, E2E_RACE=1 builds them with -race, and -e2e.logs
-// prints every process's output even when a test passes.
+// instead of building them, E2E_RACE=1 builds them with -race, -e2e.logs
+// prints every process's output even when a test passes, and -e2e.xds-mode=sotw
+// runs the proxies of every test (but TestSplit, which covers both) with
+// state-of-the-world ADS instead of delta.
 package e2e

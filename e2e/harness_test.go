@@ -31,7 +31,10 @@ var (
 	meshproxyBin    string
 )
 
-var keepLogs = flag.Bool("e2e.logs", false, "print every process's output even when the test passes")
+var (
+	keepLogs    = flag.Bool("e2e.logs", false, "print every process's output even when the test passes")
+	xdsModeFlag = flag.String("e2e.xds-mode", "", "meshproxy --xds-mode for tests that do not choose one (empty: the binary's default, delta)")
+)
 
 // TestMain builds ./cmd/controlplane and ./cmd/meshproxy once into a temp dir
 // (or uses E2E_BIN_DIR when set, to test prebuilt binaries), runs the tests and
@@ -472,6 +475,9 @@ func startProxy(t *testing.T, cp *controlPlane, o proxyOptions) *proxy {
 	}
 	if o.namespace != "" {
 		args = append(args, "--namespace", o.namespace)
+	}
+	if o.xdsMode == "" {
+		o.xdsMode = *xdsModeFlag
 	}
 	if o.xdsMode != "" {
 		args = append(args, "--xds-mode", o.xdsMode)

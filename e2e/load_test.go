@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -41,7 +42,14 @@ type load struct {
 	versions map[string]int64 // successes per reply.Version, guarded by mu
 	// instances counts successes per reply.Instance, guarded by mu.
 	instances map[string]int64
-	failures  []string // first few failure details, guarded by mu
+	// first and last failure details, guarded by mu; last is a ring.
+	firstFailures, lastFailures []failure
+}
+
+// failure is one failed request: n counts failures from 1.
+type failure struct {
+	n      int64
+	detail string
 }
 
 // loadStats is a copy of a load generator's counters at one moment.
@@ -49,7 +57,8 @@ type loadStats struct {
 	OK, Failed int64
 	Versions   map[string]int64
 	Instances  map[string]int64
-	Failures   []string
+	// Failures holds the details of the first and the last few failures.
+	Failures []failure
 }
 
 func (s loadStats) total() int64 { return s.OK + s.Failed }
@@ -65,6 +74,11 @@ func (s loadStats) share(version string) float64 {
 // sub returns s minus an earlier snapshot: the counts of the window between them.
 func (s loadStats) sub(earlier loadStats) loadStats {
 	d := loadStats{OK: s.OK - earlier.OK, Failed: s.Failed - earlier.Failed, Versions: map[string]int64{}, Instances: map[string]int64{}}
+	for _, f := range s.Failures {
+		if f.n > earlier.Failed {
+			d.Failures = append(d.Failures, f)
+		}
+	}
 	for k, v := range s.Versions {
 		if n := v - earlier.Versions[k]; n != 0 {
 			d.Versions[k] = n
@@ -81,8 +95,11 @@ func (s loadStats) sub(earlier loadStats) loadStats {
 func (s loadStats) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ok=%d failed=%d versions=%v instances=%v", s.OK, s.Failed, s.Versions, s.Instances)
-	for _, f := range s.Failures {
-		fmt.Fprintf(&b, "\n  failure: %s", f)
+	for i, f := range s.Failures {
+		if i > 0 && f.n > s.Failures[i-1].n+1 {
+			b.WriteString("\n  ...")
+		}
+		fmt.Fprintf(&b, "\n  failure #%d: %s", f.n, f.detail)
 	}
 	return b.String()
 }
@@ -139,12 +156,20 @@ func (l *load) work(c *http.Client) {
 }
 
 func (l *load) fail(detail string) {
-	l.failed.Add(1)
 	l.mu.Lock()
-	if len(l.failures) < maxFailureDetails {
-		l.failures = append(l.failures, time.Now().UTC().Format("15:04:05.000 ")+detail)
+	defer l.mu.Unlock()
+	f := failure{n: l.failed.Add(1), detail: time.Now().UTC().Format("15:04:05.000 ") + detail}
+	if len(l.firstFailures) < maxFailureDetails {
+		l.firstFailures = append(l.firstFailures, f)
+		return
 	}
-	l.mu.Unlock()
+	// n grows by one per call (under mu), so i cycles 0..max-1 from the first
+	// failure after firstFailures filled up: a ring of the latest.
+	if i := int((f.n - maxFailureDetails - 1) % maxFailureDetails); i < len(l.lastFailures) {
+		l.lastFailures[i] = f
+	} else {
+		l.lastFailures = append(l.lastFailures, f)
+	}
 }
 
 // doReply sends req and decodes a backend reply; anything but a 2xx with a reply
@@ -173,10 +198,12 @@ func (l *load) stats() loadStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Read the counters under mu so that OK and Versions agree.
+	failures := append(slices.Clone(l.firstFailures), l.lastFailures...)
+	slices.SortFunc(failures, func(a, b failure) int { return cmp.Compare(a.n, b.n) })
 	return loadStats{
 		OK: l.ok.Load(), Failed: l.failed.Load(),
 		Versions: maps.Clone(l.versions), Instances: maps.Clone(l.instances),
-		Failures: slices.Clone(l.failures),
+		Failures: failures,
 	}
 }
 

@@ -84,6 +84,7 @@ spec:
 // splitMesh is a control plane, backend-v1 and backend-v2 (each an HTTP app
 // behind a sidecar) and a client sidecar with an outbound listener.
 type splitMesh struct {
+	t      *testing.T // the test that owns the processes
 	cp     *controlPlane
 	client *proxy
 	v1, v2 *proxy
@@ -104,7 +105,7 @@ func startSplitMesh(t *testing.T, o splitMeshOptions) *splitMesh {
 	if o.w1 == 0 && o.w2 == 0 {
 		o.w1, o.w2 = 90, 10
 	}
-	m := &splitMesh{}
+	m := &splitMesh{t: t}
 	m.cp = startControlPlane(t, controlPlaneOptions{
 		model: map[string]string{
 			"services.yaml": backendServices(),

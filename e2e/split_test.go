@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -63,36 +64,75 @@ func TestRouteChangeUnderLoad(t *testing.T) {
 	checkNoFailures(t, "route change (canary requests)", cs)
 }
 
-// TestBackendJoinAndLeaveUnderLoad starts a third backend workload matching
-// backend-v1's labels while requests flow, waits until it gets traffic, then
-// stops it the way a pod goes: SIGTERM to the sidecar (which must drain and exit
-// by itself), then the app. None may fail, and the leaver must get no more
-// traffic.
+// TestBackendJoinAndLeaveUnderLoad starts two more backend workloads matching
+// backend-v1's labels, one after the other, while requests flow, and waits until
+// each gets traffic; then stops both the way pods go: SIGTERM to the sidecar
+// (which must drain and exit by itself, status 0), then the app. No request may
+// fail while they join or leave, and the leavers must get no more traffic.
+// Joining is checked twice because its failure mode is a race (the new endpoint
+// reaching the client before the new sidecar listens).
 func TestBackendJoinAndLeaveUnderLoad(t *testing.T) {
 	m := startSplitMesh(t, splitMeshOptions{endpointGrace: time.Second})
 	l := m.load(t, nil)
 	l.waitTotal(t, loadStats{}, 500, 30*time.Second)
 
-	ip := newIP(t)
-	app := startHTTPBackend(t, ip, backendID{service: "backend", version: "v1", instance: "backend-v1b"}, false)
-	joiner := startProxy(t, m.cp, proxyOptions{workload: "backend-v1b", labels: "app=backend,version=v1", app: app.addr, ip: ip})
-	joined := l.waitWindow(t, "backend-v1b answering", 500, 20*time.Second, func(w loadStats) bool { return w.Instances["backend-v1b"] > 0 }, l.stats())
-	t.Logf("after join: %v", joined)
-	checkNoFailures(t, "while backend-v1b joined", l.stats())
-
-	start := time.Now()
-	if !joiner.proc.stop(t, 30*time.Second) {
-		t.Errorf("backend-v1b's sidecar did not exit by itself after SIGTERM")
-	} else if joiner.proc.err != nil {
-		t.Errorf("backend-v1b's sidecar exited with %v after SIGTERM, want status 0 (a graceful drain)", joiner.proc.err)
-	} else {
-		t.Logf("backend-v1b's sidecar exited cleanly %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	type joiner struct {
+		name  string
+		app   *httpBackend
+		proxy *proxy
 	}
-	app.close()
-	gone := l.waitWindow(t, "no traffic to backend-v1b", 1000, 20*time.Second, func(w loadStats) bool { return w.Instances["backend-v1b"] == 0 }, l.stats())
-	s := l.stop()
-	checkShare(t, "after backend-v1b left", gone, "v1", 0.90, 0.05)
-	checkNoFailures(t, "backend join and leave", s)
+	var joiners []joiner
+	t.Run("join", func(t *testing.T) {
+		for _, name := range []string{"backend-v1b", "backend-v1c"} {
+			from := l.stats()
+			ip := newIP(t)
+			// The app and sidecar belong to the parent test: they must outlive
+			// this subtest, whose cleanups run when it ends.
+			app := startHTTPBackend(m.t, ip, backendID{service: "backend", version: "v1", instance: name}, false)
+			p := startProxy(m.t, m.cp, proxyOptions{workload: name, labels: "app=backend,version=v1", app: app.addr, ip: ip})
+			joiners = append(joiners, joiner{name, app, p})
+			joined := l.waitWindow(t, name+" answering", 500, 20*time.Second, func(w loadStats) bool { return w.Instances[name] > 0 }, l.stats())
+			t.Logf("after %s joined: %v", name, joined)
+			checkNoFailures(t, "while "+name+" joined", l.stats().sub(from))
+		}
+	})
+	if len(joiners) == 0 {
+		t.FailNow()
+	}
+
+	t.Run("leave", func(t *testing.T) {
+		from := l.stats()
+		var wg sync.WaitGroup
+		for _, j := range joiners {
+			wg.Go(func() {
+				start := time.Now()
+				switch {
+				case !j.proxy.proc.stop(t, 30*time.Second):
+					t.Errorf("%s's sidecar did not exit by itself within 30s of SIGTERM", j.name)
+				case j.proxy.proc.err != nil:
+					t.Errorf("%s's sidecar exited with %v after SIGTERM, want status 0 (a graceful drain)", j.name, j.proxy.proc.err)
+				default:
+					t.Logf("%s's sidecar exited cleanly %v after SIGTERM", j.name, time.Since(start).Round(time.Millisecond))
+				}
+				j.app.close()
+			})
+		}
+		wg.Wait()
+		// A sidecar that exits before the control plane drops its endpoint (one
+		// --endpoint-grace after its stream ends) leaves the clients a dead
+		// address: keep the load on until the control plane has dropped both.
+		for _, j := range joiners {
+			m.cp.proc.waitLog(t, 0, 20*time.Second, "that "+j.name+" was removed", func(line string) bool {
+				return strings.Contains(line, "workload removed") && strings.Contains(line, `"node":"`+j.name+".")
+			})
+		}
+		gone := l.waitWindow(t, "no traffic to the leavers", 1000, 20*time.Second, func(w loadStats) bool {
+			return w.Instances["backend-v1b"] == 0 && w.Instances["backend-v1c"] == 0
+		}, l.stats())
+		checkShare(t, "after the leavers left", gone, "v1", 0.90, 0.05)
+		checkNoFailures(t, "while backends left", l.stats().sub(from))
+	})
+	checkNoFailures(t, "backend join and leave", l.stop())
 }
 
 // TestControlPlaneRestartUnderLoad kills the control plane while requests flow and

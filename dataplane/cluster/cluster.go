@@ -10,7 +10,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -20,9 +19,6 @@ import (
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/lb"
 )
-
-// ErrNoHealthyEndpoint is returned when a cluster has no endpoint to pick.
-var ErrNoHealthyEndpoint = errors.New("cluster: no healthy endpoint")
 
 // defaultConnectTimeout applies when a cluster has none (Envoy's default is 5s).
 const defaultConnectTimeout = 5 * time.Second

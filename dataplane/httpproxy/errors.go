@@ -24,6 +24,7 @@ const (
 	UpstreamReset
 	UpgradeRefused
 	BadRequest
+	HeadersTooLarge
 )
 
 type reasonInfo struct {
@@ -51,6 +52,7 @@ var reasons = [...]reasonInfo{
 	UpstreamReset:          {"upstream_reset", http.StatusBadGateway, grpcUnavailable},
 	UpgradeRefused:         {"upgrade_refused", http.StatusForbidden, grpcPermissionDenied},
 	BadRequest:             {"bad_request", http.StatusBadRequest, grpcInternal},
+	HeadersTooLarge:        {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcInternal},
 }
 
 func (r Reason) String() string { return reasons[r].name }

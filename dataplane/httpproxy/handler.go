@@ -44,9 +44,11 @@ type Handler struct {
 	log   *slog.Logger          // set in NewHandler, read-only after
 	state atomic.Pointer[State] // written by the config goroutine
 
-	upgrades sync.WaitGroup // handlers splicing upgraded connections
+	upgrades sync.WaitGroup // handlers splicing upgraded connections; Add under mu
 	mu       sync.Mutex
 	upConns  map[net.Conn]struct{} // upgraded downstream and upstream conns, guarded by mu
+	closing  bool                  // no new upgrades; guarded by mu
+	forced   bool                  // upgraded conns are being cut; guarded by mu
 }
 
 // NewHandler returns a Handler serving st until Store replaces it.
@@ -61,7 +63,11 @@ func (h *Handler) Store(st *State) { h.state.Store(st) }
 
 // CloseUpgraded waits for upgraded connections to end until ctx is done, then
 // closes those still open and waits for their handlers to return.
+// Upgrades that start afterwards are refused.
 func (h *Handler) CloseUpgraded(ctx context.Context) {
+	h.mu.Lock()
+	h.closing = true // orders every upgrades.Add before the Wait below
+	h.mu.Unlock()
 	done := make(chan struct{})
 	go func() { h.upgrades.Wait(); close(done) }()
 	select {
@@ -70,6 +76,7 @@ func (h *Handler) CloseUpgraded(ctx context.Context) {
 	case <-ctx.Done():
 	}
 	h.mu.Lock()
+	h.forced = true
 	for c := range h.upConns {
 		c.Close()
 	}
@@ -92,10 +99,12 @@ func NewServer(h *Handler, hcm *config.HTTPConnectionManager, log *slog.Logger) 
 		Handler:     h,
 		Protocols:   p,
 		ConnContext: connContext,
-		// net/http answers 431 beyond this (plus 4 KiB of slack for the request
-		// line) and closes the connection; HTTP/2 advertises it as
-		// SETTINGS_MAX_HEADER_LIST_SIZE.
-		MaxHeaderBytes:    maxHdr,
+		// net/http answers 431 beyond this plus 4 KiB of slack and closes the
+		// connection; the smuggling guard enforces the exact limit on HTTP/1.1
+		// (sniff.go). HTTP/2 advertises it as SETTINGS_MAX_HEADER_LIST_SIZE.
+		MaxHeaderBytes: maxHdr,
+		// TODO(dataplane): StreamIdleTimeout bounds idle keep-alive
+		// connections only; a per-stream idle timer for HTTP/2 is not done.
 		IdleTimeout:       hcm.StreamIdleTimeout,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -104,7 +113,7 @@ func NewServer(h *Handler, hcm *config.HTTPConnectionManager, log *slog.Logger) 
 
 // Serve serves srv on ln with every connection wrapped by the smuggling guard.
 func Serve(srv *http.Server, ln net.Listener) error {
-	return srv.Serve(sniffListener{ln})
+	return srv.Serve(sniffListener{Listener: ln, maxHeader: srv.MaxHeaderBytes})
 }
 
 // hopHeaders are connection-specific (RFC 9110 section 7.6.1) and never forwarded.
@@ -174,12 +183,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := h.state.Load() // one config version for the whole request
 	grpcReq := route.IsGRPC(r.Header)
 	if r.ProtoMajor == 1 {
-		if sc := sniffFrom(r.Context()); sc != nil && sc.nextRequest() {
-			// Both Content-Length and Transfer-Encoding: refuse and close
-			// (RFC 9112 section 6.3; see sniff.go).
-			w.Header().Set("Connection", "close")
-			writeError(w, false, BadRequest)
-			return
+		if sc := sniffFrom(r.Context()); sc != nil {
+			if reject, why := sc.nextRequest(); reject {
+				// Both Content-Length and Transfer-Encoding (RFC 9112
+				// section 6.3), or a header block over the limit: refuse
+				// and close (see sniff.go).
+				w.Header().Set("Connection", "close")
+				writeError(w, false, why)
+				return
+			}
 		}
 	}
 	up := upgradeType(r)

@@ -246,7 +246,7 @@ func TestSniffFraming(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newSniffConn(nil)
+			s := newSniffConn(nil, 0)
 			for _, c := range tt.chunks {
 				s.scan([]byte(c))
 			}
@@ -258,10 +258,22 @@ func TestSniffFraming(t *testing.T) {
 }
 
 func TestErrorResponses(t *testing.T) {
-	for r := RouteNotFound; r <= BadRequest; r++ {
+	for r := RouteNotFound; r <= HeadersTooLarge; r++ {
 		if reasons[r].name == "" || reasons[r].status == 0 || reasons[r].grpc == 0 {
 			t.Errorf("reason %d has no complete mapping: %+v", r, reasons[r])
 		}
+	}
+}
+
+func TestSniffHeaderLimit(t *testing.T) {
+	s := newSniffConn(nil, 64)
+	s.scan([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	if got := s.badAt.Load(); got != -1 {
+		t.Fatalf("small header block: badAt = %d, want -1", got)
+	}
+	s.scan([]byte("GET / HTTP/1.1\r\nX-Big: " + strings.Repeat("a", 64) + "\r\n\r\n"))
+	if got, why := s.badAt.Load(), s.badWhy; got != 1 || why != HeadersTooLarge {
+		t.Errorf("big header block: badAt = %d (%v), want 1 (%v)", got, why, HeadersTooLarge)
 	}
 }
 
@@ -270,7 +282,7 @@ func FuzzSniff(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"), 3)
 	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 1)
 	f.Fuzz(func(t *testing.T, b []byte, split int) {
-		s := newSniffConn(nil)
+		s := newSniffConn(nil, 0)
 		if split > 0 && split < len(b) {
 			s.scan(b[:split])
 			s.scan(b[split:])
@@ -278,4 +290,89 @@ func FuzzSniff(f *testing.F) {
 		}
 		s.scan(b)
 	})
+}
+
+func TestUpstreamResetMidBodyIsNotAHappyEnding(t *testing.T) {
+	app := serve(t, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(200)
+		io.WriteString(w, "partial")
+		http.NewResponseController(w).Flush()
+		// Cut the connection mid-body (chunked, so only the missing last
+		// chunk tells the proxy the body is incomplete).
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	})}, false)
+	rc := &config.RouteConfig{Name: "rc", VirtualHosts: []*config.VirtualHost{{Name: "vh", Domains: []string{"*"},
+		Routes: []*config.Route{{Name: "r", Match: config.RouteMatch{Path: "/"},
+			Action: &config.RouteAction{Clusters: []config.WeightedCluster{{Name: "app", Weight: 1}}}}}}}}
+	addr := proxyFor(t, rc, app, config.ProtocolHTTP1)
+	for _, h2 := range []bool{false, true} {
+		p := new(http.Protocols)
+		p.SetHTTP1(!h2)
+		p.SetUnencryptedHTTP2(h2)
+		tr := &http.Transport{Protocols: p}
+		resp, err := tr.RoundTrip(mustReq(t, "http://"+addr+"/"))
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+		if err == nil {
+			t.Errorf("h2=%v: body %q read cleanly, want an error for the truncated response", h2, b)
+		}
+	}
+}
+
+func mustReq(t *testing.T, url string) *http.Request {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// BenchmarkForwardHTTP1 measures one keep-alive HTTP/1.1 request through the
+// proxy to an HTTP/1.1 upstream on loopback (client and upstream included).
+func BenchmarkForwardHTTP1(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	go app.Serve(ln)
+	defer app.Close()
+	rc := &config.RouteConfig{Name: "rc", VirtualHosts: []*config.VirtualHost{{Name: "vh", Domains: []string{"*"},
+		Routes: []*config.Route{{Name: "r", Match: config.RouteMatch{Path: "/"},
+			Action: &config.RouteAction{Clusters: []config.WeightedCluster{{Name: "app", Weight: 1}}}}}}}}
+	tbl, _ := route.Compile(rc)
+	set := cluster.NewSet()
+	defer set.Close()
+	ctbl := set.Build(&config.Snapshot{Clusters: map[string]*config.Cluster{"app": {
+		Name: "app", ConnectTimeout: time.Second, Endpoints: []config.Endpoint{{Address: ln.Addr().String(), Weight: 1}}}}})
+	hcm := &config.HTTPConnectionManager{RouteConfigName: "rc"}
+	log := slog.New(slog.DiscardHandler)
+	srv := NewServer(NewHandler(log, &State{HCM: hcm, Routes: tbl, Clusters: ctbl}), hcm, log)
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go Serve(srv, pln)
+	defer srv.Close()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	url := "http://" + pln.Addr().String() + "/"
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequest("GET", url, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
 }

@@ -15,6 +15,10 @@ import (
 // HTTP/1.1 connection with a small framing parser (request line, header names,
 // chunked and sized bodies) and records the index of the first request that has
 // both headers; the handler answers that request 400 and closes the connection.
+//
+// The same parser counts each header block against MaxRequestHeadersBytes:
+// net/http only enforces its MaxHeaderBytes with 4 KiB of slack, so blocks in
+// between would otherwise be forwarded. Those get 431 and a closed connection.
 
 type sniffState uint8
 
@@ -61,12 +65,16 @@ type sniffConn struct {
 	headLen int
 	pad     int
 
-	badAt atomic.Int64 // index of the first smuggling-shaped request, -1 if none
-	seen  atomic.Int64 // requests handed to the handler so far
+	maxHeader int // header block limit (MaxRequestHeadersBytes); 0: none
+	hdrBytes  int // bytes of the current request's header block so far
+
+	badAt  atomic.Int64 // index of the first request to reject, -1 if none
+	badWhy Reason       // why; written before badAt is published, read after
+	seen   atomic.Int64 // requests handed to the handler so far
 }
 
-func newSniffConn(c net.Conn) *sniffConn {
-	s := &sniffConn{Conn: c}
+func newSniffConn(c net.Conn, maxHeader int) *sniffConn {
+	s := &sniffConn{Conn: c, maxHeader: maxHeader}
 	s.badAt.Store(-1)
 	return s
 }
@@ -133,11 +141,24 @@ func (s *sniffConn) stop() {
 }
 
 // nextRequest is called by the handler once per HTTP/1.x request, in order, and
-// reports whether that request must be rejected.
-func (s *sniffConn) nextRequest() (reject bool) {
+// reports whether that request must be rejected, and why.
+func (s *sniffConn) nextRequest() (reject bool, why Reason) {
 	i := s.seen.Add(1) - 1
 	bad := s.badAt.Load()
-	return bad >= 0 && i >= bad
+	if bad >= 0 && i >= bad {
+		return true, s.badWhy
+	}
+	return false, 0
+}
+
+// reject marks the request being parsed and stops parsing: the connection is
+// closed after its error response.
+func (s *sniffConn) reject(why Reason) {
+	if s.badAt.Load() < 0 {
+		s.badWhy = why
+		s.badAt.Store(s.index)
+	}
+	s.st = stOff
 }
 
 func (s *sniffConn) scan(b []byte) {
@@ -151,7 +172,7 @@ func (s *sniffConn) scan(b []byte) {
 				if c == '\r' || c == '\n' {
 					continue // RFC 9112 2.2: ignore empty lines before a request
 				}
-				s.st, s.pos = stLine, 0
+				s.st, s.pos, s.hdrBytes = stLine, 0, 0
 			}
 			if s.pos < len(h2Preface) {
 				if c != h2Preface[s.pos] {
@@ -167,6 +188,10 @@ func (s *sniffConn) scan(b []byte) {
 				s.remain = 0
 			}
 		case stHeaders, stHeaderLine:
+			if s.hdrBytes++; s.maxHeader > 0 && s.hdrBytes > s.maxHeader {
+				s.reject(HeadersTooLarge)
+				return
+			}
 			if s.st == stHeaders {
 				if c == '\r' {
 					continue
@@ -269,8 +294,7 @@ func (s *sniffConn) endHeaderLine() {
 
 func (s *sniffConn) endHeaders() {
 	if s.sawCL && s.sawTE {
-		s.badAt.CompareAndSwap(-1, s.index)
-		s.st = stOff // the connection will be closed after the 400
+		s.reject(BadRequest)
 		return
 	}
 	// Requests are counted when their header block ends; that is all
@@ -306,14 +330,17 @@ func hexVal(c byte) (byte, bool) {
 }
 
 // sniffListener wraps accepted connections in sniffConn.
-type sniffListener struct{ net.Listener }
+type sniffListener struct {
+	net.Listener
+	maxHeader int
+}
 
 func (l sniffListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return newSniffConn(c), nil
+	return newSniffConn(c, l.maxHeader), nil
 }
 
 type sniffKey struct{}

@@ -15,7 +15,10 @@ import (
 // an h2c cluster, relays the upstream's 101 and then splices the two connections.
 // Any other upstream answer is relayed as a normal response.
 func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http.Request, c *cluster.Cluster, addr string) {
-	h.upgrades.Add(1) // before Hijack, so before the server forgets this conn
+	if !h.beginUpgrade() {
+		writeError(w, false, UpgradeRefused)
+		return
+	}
 	defer h.upgrades.Done()
 	c.Upstream.Acquire()
 	defer c.Upstream.Release()
@@ -100,9 +103,25 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 	tcpproxy.Splice(down, up, 0)
 }
 
+// beginUpgrade counts an upgrade in, unless the listener is closing.
+func (h *Handler) beginUpgrade() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.upgrades.Add(1)
+	return true
+}
+
+// trackUpgraded registers c to be cut by CloseUpgraded; false means that is
+// already under way and the caller must close c itself.
 func (h *Handler) trackUpgraded(c net.Conn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.forced {
+		return false
+	}
 	h.upConns[c] = struct{}{}
 	return true
 }

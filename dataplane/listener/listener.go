@@ -7,10 +7,8 @@ package listener
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"time"
 )
 
 // Server is what serves a bound socket: an HTTP server or a TCP proxy. Serve runs
@@ -55,20 +53,18 @@ func Start(name, addr string, ln net.Listener, srv Server) *Listener {
 // BoundAddr is the address actually bound (useful with port 0).
 func (l *Listener) BoundAddr() net.Addr { return l.ln.Addr() }
 
-// Drain stops accepting, lets open connections finish for up to timeout, then
-// closes what is left and waits for the accept loop to return. A timeout of 0
-// closes at once.
-func (l *Listener) Drain(timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+// Drain stops accepting, lets open connections finish until ctx is done, then
+// closes what is left and waits for the accept loop to return. It returns an
+// error wrapping ctx.Err() if it had to cut connections.
+func (l *Listener) Drain(ctx context.Context) error {
 	err := l.srv.Shutdown(ctx)
 	if err != nil {
 		l.srv.Close()
 	}
 	l.ln.Close() // in case Serve never got to own it
 	<-l.done
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("listener %q: drain cut connections after %v: %w", l.Name, timeout, err)
+	if err != nil {
+		return fmt.Errorf("listener %q: drain cut connections: %w", l.Name, err)
 	}
 	return nil
 }

@@ -173,3 +173,21 @@ func (c *adsClient) none(typeURL string, d time.Duration) {
 		}
 	}
 }
+
+// subscribeVersion subscribes like a proxy that reconnects holding version v.
+func (c *adsClient) subscribeVersion(typeURL, v string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.sendLocked(&discoveryv3.DiscoveryRequest{TypeUrl: typeURL, VersionInfo: v}); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// closeSend half-closes the stream, as a proxy leaving on purpose does.
+func (c *adsClient) closeSend() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.stream.CloseSend(); err != nil {
+		c.t.Fatalf("CloseSend: %v", err)
+	}
+}

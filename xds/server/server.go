@@ -7,6 +7,15 @@
 // INBOUND_ADDR is an endpoint of every Service selecting it until EndpointGrace
 // after its last stream closes (a reconnect within the grace keeps it).
 //
+// Two rules keep traffic flowing while proxies come and go. A new proxy's
+// endpoint is only published once it is ready: it has ACKed every resource type
+// of its snapshot, and since a proxy applies a complete configuration before it
+// ACKs the response that completed it, its inbound listener is then bound. And
+// after the control plane (re)starts, it knows none of the endpoints it served
+// before, so for a warm-up of EndpointGrace it holds back snapshots from proxies
+// that reconnect with a configuration (they keep serving it) while their peers
+// reconnect and re-register; proxies starting afresh are served at once.
+//
 // Every change (a new model from SetModel, a workload joining or expiring) kicks
 // one update goroutine, which debounces, then translates a snapshot for every
 // known node, checks its consistency and sets it in the cache. Versions are
@@ -53,7 +62,8 @@ import (
 // Options configure a Server.
 type Options struct {
 	// EndpointGrace is how long a workload stays registered after its last
-	// stream closes; 0 means 10 s, negative means remove at once.
+	// stream closes without a half-close, and how long the warm-up after New
+	// lasts; 0 means 10 s, negative means remove at once (and no warm-up).
 	EndpointGrace time.Duration
 	// Debounce is how long the update loop waits for more changes before it
 	// recomputes; 0 means 50 ms.
@@ -74,11 +84,15 @@ type Server struct {
 	cancel context.CancelFunc
 	kick   chan struct{} // capacity 1: a pending update
 	done   chan struct{} // closed when the update loop exits
+	// warmUntil ends the warm-up after start; warmTimer kicks the loop then.
+	warmUntil time.Time
+	warmTimer *time.Timer
 
 	mu      sync.Mutex // guards the fields below
 	model   *mesh.Model
 	nodes   map[string]*nodeState // by node ID
 	streams map[streamKey]string  // open stream -> node ID
+	leaves  map[streamKey]*leave  // open stream -> its half-close flag
 	closed  bool
 
 	// owned by the update loop
@@ -91,6 +105,14 @@ type nodeState struct {
 	streams int
 	grace   *time.Timer // pending removal, while streams == 0
 	gen     uint64      // bumped on every (re)connect, so a stale timer does nothing
+	// ready: the proxy serves its configuration, so its endpoint is published.
+	ready bool
+	// warm: it reconnected with a configuration during the warm-up.
+	warm bool
+	// need holds the types of its latest snapshot that have resources (set by
+	// the update loop before SetSnapshot); acked the types it has ACKed.
+	need  []string
+	acked map[string]bool
 }
 
 // streamKey tells SotW and delta streams apart: their IDs come from separate
@@ -121,7 +143,12 @@ func New(opts Options) *Server {
 		done:     make(chan struct{}),
 		nodes:    map[string]*nodeState{},
 		streams:  map[streamKey]string{},
+		leaves:   map[streamKey]*leave{},
 		versions: map[string]string{},
+	}
+	if opts.EndpointGrace > 0 {
+		s.warmUntil = time.Now().Add(opts.EndpointGrace)
+		s.warmTimer = time.AfterFunc(opts.EndpointGrace, s.trigger)
 	}
 	// ads=false although every stream is ADS: in ADS mode the cache answers a
 	// request only if it names every resource of that type in the snapshot, and
@@ -130,12 +157,22 @@ func New(opts Options) *Server {
 	// Snapshots are internally consistent, so ordering is not needed for safety.
 	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cacheLogger(opts.Logger))
 	cb := serverv3.CallbackFuncs{
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.opened(streamKey{false, id}, leaveOf(ctx))
+			return nil
+		},
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.opened(streamKey{true, id}, leaveOf(ctx))
+			return nil
+		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
-			return s.register(streamKey{false, id}, req.GetNode())
+			return s.request(streamKey{false, id}, req.GetNode(), req.GetVersionInfo() != "",
+				req.GetTypeUrl(), req.GetResponseNonce() != "" && req.GetErrorDetail() == nil)
 		},
 		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{false, id}) },
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			return s.register(streamKey{true, id}, req.GetNode())
+			return s.request(streamKey{true, id}, req.GetNode(), len(req.GetInitialResourceVersions()) > 0,
+				req.GetTypeUrl(), req.GetResponseNonce() != "" && req.GetErrorDetail() == nil)
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{true, id}) },
 		StreamResponseFunc: func(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
@@ -151,7 +188,7 @@ func New(opts Options) *Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxConcurrentStreams(1000),
 	)
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, xds)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, adsServer{xds})
 	listenerservice.RegisterListenerDiscoveryServiceServer(s.grpc, xds)
 	routeservice.RegisterRouteDiscoveryServiceServer(s.grpc, xds)
 	clusterservice.RegisterClusterDiscoveryServiceServer(s.grpc, xds)
@@ -177,6 +214,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.warmTimer != nil {
+		s.warmTimer.Stop()
+	}
 	for _, n := range s.nodes {
 		if n.grace != nil {
 			n.grace.Stop()
@@ -230,46 +270,95 @@ func (s *Server) trigger() {
 	}
 }
 
-// register records the node of a stream on its first request. Later requests on
-// the same stream need not repeat the node.
-func (s *Server) register(key streamKey, node *corev3.Node) error {
+// request handles every request: the first on a stream registers its node
+// (later ones need not repeat it); ACKs move a new proxy towards ready.
+// hasConfig says the proxy already holds a configuration (a reconnect).
+func (s *Server) request(key streamKey, node *corev3.Node, hasConfig bool, typeURL string, ack bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.streams[key]; ok {
-		return nil
+	id, ok := s.streams[key]
+	if !ok {
+		var err error
+		if id, err = s.registerLocked(key, node, hasConfig); err != nil {
+			return err
+		}
 	}
+	n := s.nodes[id]
+	if ack && n != nil && !n.ready {
+		n.acked[typeURL] = true
+		s.checkReadyLocked(n)
+	}
+	return nil
+}
+
+func (s *Server) registerLocked(key streamKey, node *corev3.Node, hasConfig bool) (string, error) {
 	if node == nil {
-		return status.Error(codes.InvalidArgument, "first xDS request on a stream must carry the node")
+		return "", status.Error(codes.InvalidArgument, "first xDS request on a stream must carry the node")
 	}
 	w, err := translate.WorkloadFromNode(node)
 	if err != nil {
 		s.log.Warn("rejecting xDS stream", "node", node.GetId(), "err", err)
-		return status.Error(codes.InvalidArgument, err.Error())
+		return "", status.Error(codes.InvalidArgument, err.Error())
 	}
 	n := s.nodes[w.NodeID]
 	if n == nil {
-		n = &nodeState{}
+		n = &nodeState{acked: map[string]bool{}}
 		s.nodes[w.NodeID] = n
 		s.log.Info("workload registered", "node", w.NodeID, "workload", w.Name, "namespace", w.Namespace,
-			"inbound", w.InboundAddr, "proxyless", w.Proxyless())
+			"inbound", w.InboundAddr, "proxyless", w.Proxyless(), "reconnect", hasConfig)
 	}
 	if n.grace != nil {
 		n.grace.Stop()
 		n.grace = nil
+	}
+	if hasConfig {
+		// It serves the configuration it has: publish it now, and during the
+		// warm-up leave that configuration alone until its peers are back.
+		n.ready = true
+		n.warm = n.warm || time.Now().Before(s.warmUntil)
 	}
 	n.w = w
 	n.streams++
 	n.gen++
 	s.streams[key] = w.NodeID
 	s.trigger()
-	return nil
+	return w.NodeID, nil
+}
+
+// checkReadyLocked marks n ready once it has ACKed every type its snapshot has.
+func (s *Server) checkReadyLocked(n *nodeState) {
+	if n.ready || len(n.need) == 0 {
+		return
+	}
+	for _, t := range n.need {
+		if !n.acked[t] {
+			return
+		}
+	}
+	n.ready = true
+	if n.w.InboundAddr != "" {
+		s.log.Info("workload ready", "node", n.w.NodeID, "inbound", n.w.InboundAddr)
+		s.trigger() // publish its endpoint
+	}
+}
+
+// opened records a new stream's half-close flag (nil for the per-type services).
+func (s *Server) opened(key streamKey, l *leave) {
+	if l == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leaves[key] = l
 }
 
 // unregister forgets a closed stream; a node's last stream closing starts its
-// grace timer.
+// grace timer, or removes it at once when the proxy half-closed (it is leaving).
 func (s *Server) unregister(key streamKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	l := s.leaves[key]
+	delete(s.leaves, key)
 	id, ok := s.streams[key]
 	if !ok {
 		return
@@ -281,7 +370,7 @@ func (s *Server) unregister(key streamKey) {
 		return
 	}
 	gen := n.gen
-	if s.opts.EndpointGrace < 0 {
+	if s.opts.EndpointGrace < 0 || (l != nil && l.eof.Load()) {
 		s.expireLocked(id, gen)
 		return
 	}
@@ -298,7 +387,7 @@ func (s *Server) expireLocked(id string, gen uint64) {
 		return // reconnected (or shutting down) since the timer was set
 	}
 	delete(s.nodes, id)
-	s.log.Info("workload removed", "node", id, "grace", s.opts.EndpointGrace)
+	s.log.Info("workload removed", "node", id)
 	s.trigger()
 }
 
@@ -330,16 +419,32 @@ func (s *Server) loop() {
 }
 
 func (s *Server) recompute() {
+	type target struct {
+		w    mesh.Workload
+		hold bool
+	}
 	s.mu.Lock()
 	model := s.model
-	workloads := s.workloadsLocked()
+	warming := time.Now().Before(s.warmUntil)
+	var targets []target
+	var endpoints []mesh.Workload // only ready workloads receive traffic
+	for _, w := range s.workloadsLocked() {
+		n := s.nodes[w.NodeID]
+		targets = append(targets, target{w: w, hold: warming && n.warm})
+		if n.ready {
+			endpoints = append(endpoints, w)
+		}
+	}
 	s.mu.Unlock()
 
-	live := make(map[string]bool, len(workloads))
-	for i := range workloads {
-		node := &workloads[i]
+	live := make(map[string]bool, len(targets))
+	for i := range targets {
+		node := &targets[i].w
 		live[node.NodeID] = true
-		res, err := translate.Translate(model, workloads, node)
+		if targets[i].hold {
+			continue // the warm-up timer kicks us again when it ends
+		}
+		res, err := translate.Translate(model, endpoints, node)
 		if err == nil {
 			err = translate.Consistent(res)
 		}
@@ -352,6 +457,7 @@ func (s *Server) recompute() {
 		if s.versions[node.NodeID] == version {
 			continue
 		}
+		s.setNeed(node.NodeID, res)
 		if err := s.cache.SetSnapshot(s.ctx, node.NodeID, snap); err != nil {
 			s.log.Error("cannot set snapshot", "node", node.NodeID, "err", err)
 			continue
@@ -364,6 +470,23 @@ func (s *Server) recompute() {
 			s.cache.ClearSnapshot(id)
 			delete(s.versions, id)
 		}
+	}
+}
+
+// setNeed records which types a node must ACK to be ready; it is set before the
+// snapshot goes out so that no ACK can arrive first.
+func (s *Server) setNeed(id string, res *translate.Resources) {
+	var need []string
+	for typ, items := range res.ByType() {
+		if len(items) > 0 {
+			need = append(need, typ)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.nodes[id]; n != nil && !n.ready {
+		n.need = need
+		s.checkReadyLocked(n)
 	}
 }
 

@@ -135,8 +135,16 @@ func TestWorkloadRegistration(t *testing.T) {
 		t.Fatalf("endpoints before any backend: got %v, want none", got)
 	}
 
+	// Registered but not ready (it has not ACKed its listeners and endpoints):
+	// not published yet.
 	be := dialADS(t, addr, node("backend-v1.default~1", backendNode("127.0.0.1:17006")))
 	be.subscribe(resource.ClusterType)
+	be.next(resource.ClusterType, 5*time.Second)
+	fe.none(resource.EndpointType, 200*time.Millisecond)
+
+	// Ready once it has ACKed every type of its snapshot.
+	be.subscribe(resource.ListenerType)
+	be.subscribe(resource.EndpointType, backendCluster, "outbound|80||frontend.default.svc.cluster.local")
 	want := []string{backendCluster + "=127.0.0.1:17006"}
 	if diff := cmp.Diff(want, endpoints(t, fe.next(resource.EndpointType, 5*time.Second))); diff != "" {
 		t.Fatalf("endpoints after backend connected (-want +got):\n%s", diff)
@@ -237,5 +245,54 @@ func TestRejectsBadNode(t *testing.T) {
 	case <-c.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("stream with bad node metadata not closed")
+	}
+}
+
+// TestWarmUp: after a (re)start, a proxy that reconnects with a configuration is
+// left alone for the warm-up (EndpointGrace), so that it keeps the endpoints of
+// peers that have not reconnected yet; a fresh proxy is served at once.
+func TestWarmUp(t *testing.T) {
+	const grace = 500 * time.Millisecond
+	start := time.Now()
+	s, addr := startServer(t, server.Options{Debounce: 10 * time.Millisecond, EndpointGrace: grace})
+	s.SetModel(model(t, meshYAML))
+
+	fresh := dialADS(t, addr, node("frontend.default~fresh", frontendNode("")))
+	fresh.subscribe(resource.ClusterType)
+	fresh.next(resource.ClusterType, grace/2)
+
+	back := dialADS(t, addr, node("frontend.default~back", frontendNode("")))
+	back.subscribeVersion(resource.ClusterType, "version-from-before-the-restart")
+	back.none(resource.ClusterType, time.Until(start.Add(grace))-50*time.Millisecond)
+	back.next(resource.ClusterType, 5*time.Second)
+	if el := time.Since(start); el < grace {
+		t.Errorf("reconnected proxy served after %v, want >= warm-up %v", el, grace)
+	}
+}
+
+// TestLeaveOnHalfClose: a proxy that half-closes its stream (leaving on
+// purpose) is removed at once, without waiting for the grace.
+func TestLeaveOnHalfClose(t *testing.T) {
+	s, addr := startServer(t, server.Options{Debounce: 10 * time.Millisecond, EndpointGrace: time.Minute})
+	s.SetModel(model(t, meshYAML))
+	fe := dialADS(t, addr, node("frontend.default~1", frontendNode("")))
+	fe.subscribe(resource.EndpointType, backendCluster)
+	fe.next(resource.EndpointType, 5*time.Second)
+
+	be := dialADS(t, addr, node("backend-v1.default~1", backendNode("127.0.0.1:17006")))
+	be.subscribe(resource.ClusterType)
+	be.subscribe(resource.ListenerType)
+	be.subscribe(resource.EndpointType, backendCluster, "outbound|80||frontend.default.svc.cluster.local")
+	want := []string{backendCluster + "=127.0.0.1:17006"}
+	if diff := cmp.Diff(want, endpoints(t, fe.next(resource.EndpointType, 5*time.Second))); diff != "" {
+		t.Fatalf("endpoints after backend became ready (-want +got):\n%s", diff)
+	}
+
+	be.closeSend()
+	if got := endpoints(t, fe.next(resource.EndpointType, 5*time.Second)); len(got) != 0 {
+		t.Fatalf("endpoints after backend half-closed: got %v, want none", got)
+	}
+	if ws := s.Workloads(); len(ws) != 1 {
+		t.Errorf("Workloads() = %+v, want only the frontend", ws)
 	}
 }

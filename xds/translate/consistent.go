@@ -3,7 +3,9 @@ package translate
 import (
 	"fmt"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
@@ -12,7 +14,7 @@ import (
 // load assignment and every route configuration a listener names is present, with
 // nothing left over. It runs go-control-plane's Snapshot.Consistent, which does not
 // look inside API listeners (proxyless gRPC), so their RDS references are checked
-// here as well.
+// here as well, and so is every cluster named by a route or a TCP proxy.
 func Consistent(r *Resources) error {
 	byType := r.ByType()
 	apiRoutes := map[string]bool{}
@@ -52,6 +54,72 @@ func Consistent(r *Resources) error {
 	}
 	if err := snap.Consistent(); err != nil {
 		return err
+	}
+	return clustersPresent(r)
+}
+
+// clustersPresent checks that every cluster a route or TCP proxy names exists,
+// which go-control-plane does not check (Envoy tolerates it, our data plane's
+// snapshot contract does not).
+func clustersPresent(r *Resources) error {
+	have := make(map[string]bool, len(r.Clusters))
+	for _, c := range r.Clusters {
+		have[c.Name] = true
+	}
+	checkRoutes := func(rc *routev3.RouteConfiguration) error {
+		for _, vh := range rc.GetVirtualHosts() {
+			for _, rt := range vh.GetRoutes() {
+				a := rt.GetRoute()
+				if a == nil {
+					continue
+				}
+				names := []string{}
+				if c := a.GetCluster(); c != "" {
+					names = append(names, c)
+				}
+				for _, wc := range a.GetWeightedClusters().GetClusters() {
+					names = append(names, wc.GetName())
+				}
+				for _, n := range names {
+					if !have[n] {
+						return fmt.Errorf("RouteConfiguration %q: route %q: cluster %q missing", rc.GetName(), rt.GetName(), n)
+					}
+				}
+			}
+		}
+		return nil
+	}
+	for _, rc := range r.Routes {
+		if err := checkRoutes(rc); err != nil {
+			return err
+		}
+	}
+	for _, l := range r.Listeners {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				tc := f.GetTypedConfig()
+				switch {
+				case tc.MessageIs(&hcmv3.HttpConnectionManager{}):
+					h := &hcmv3.HttpConnectionManager{}
+					if err := tc.UnmarshalTo(h); err != nil {
+						return fmt.Errorf("Listener %q: %w", l.Name, err)
+					}
+					if rc := h.GetRouteConfig(); rc != nil {
+						if err := checkRoutes(rc); err != nil {
+							return fmt.Errorf("Listener %q: %w", l.Name, err)
+						}
+					}
+				case tc.MessageIs(&tcpv3.TcpProxy{}):
+					tp := &tcpv3.TcpProxy{}
+					if err := tc.UnmarshalTo(tp); err != nil {
+						return fmt.Errorf("Listener %q: %w", l.Name, err)
+					}
+					if c := tp.GetCluster(); !have[c] {
+						return fmt.Errorf("Listener %q: tcp_proxy cluster %q missing", l.Name, c)
+					}
+				}
+			}
+		}
 	}
 	return nil
 }

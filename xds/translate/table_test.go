@@ -1,9 +1,13 @@
 package translate_test
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/google/go-cmp/cmp"
@@ -277,6 +281,43 @@ func TestWorkloadFromNode(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" && !tc.wantErr {
 				t.Errorf("workload (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestConsistentCatchesMissing(t *testing.T) {
+	m := loadModel(t)
+	all := []mesh.Workload{frontend, backendV1, backendV2, db, client}
+	for _, tc := range []struct {
+		name string
+		node mesh.Workload
+		drop func(r *translate.Resources)
+		want string
+	}{
+		{"route cluster", frontend, func(r *translate.Resources) {
+			r.Clusters = slices.DeleteFunc(r.Clusters, func(c *clusterv3.Cluster) bool {
+				return c.Name == "outbound|8080||backend-v2.default.svc.cluster.local"
+			})
+			r.Endpoints = slices.DeleteFunc(r.Endpoints, func(c *endpointv3.ClusterLoadAssignment) bool {
+				return c.ClusterName == "outbound|8080||backend-v2.default.svc.cluster.local"
+			})
+		}, `cluster "outbound|8080||backend-v2.default.svc.cluster.local" missing`},
+		{"tcp proxy cluster", db, func(r *translate.Resources) {
+			r.Clusters = slices.DeleteFunc(r.Clusters, func(c *clusterv3.Cluster) bool { return c.Name == "inbound|5432||" })
+		}, `Listener "inbound": tcp_proxy cluster "inbound|5432||" missing`},
+		{"load assignment", frontend, func(r *translate.Resources) { r.Endpoints = r.Endpoints[1:] }, "mismatched"},
+		{"api listener route", client, func(r *translate.Resources) { r.Routes = r.Routes[1:] }, "API listener route configuration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := translate.Translate(m, all, &tc.node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.drop(r)
+			err = translate.Consistent(r)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Consistent: got %v, want an error containing %q", err, tc.want)
 			}
 		})
 	}
