@@ -11,6 +11,7 @@ package dataplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -85,7 +86,7 @@ func New(opts Options) *Proxy {
 		d = DefaultDrainTimeout
 	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Proxy{log: log, drainTimeout: d, clusters: cluster.NewSet(), active: make(map[string]*active),
+	return &Proxy{log: log, drainTimeout: d, clusters: cluster.New(cluster.Options{Logger: log}), active: make(map[string]*active),
 		base: base, cancelBase: cancel}
 }
 
@@ -132,7 +133,21 @@ func (p *Proxy) Apply(snap *config.Snapshot) error {
 		}
 		tables[name] = t
 	}
-	ctbl := p.clusters.Build(snap)
+	ctbl, err := p.clusters.Compile(snap)
+	if err != nil {
+		p.clusters.Prune(p.liveClustersLocked())
+		return fmt.Errorf("snapshot %s: %w", snap.Version, err)
+	}
+	// Parse listener certificates once per snapshot, before anything binds.
+	tlsCfgs := make(map[string]*tls.Config, len(snap.Listeners))
+	for _, lc := range snap.Listeners {
+		c, err := listener.ServerConfig(lc.TLS)
+		if err != nil {
+			p.clusters.Prune(p.liveClustersLocked())
+			return fmt.Errorf("snapshot %s: listener %q: %w", snap.Version, lc.Name, err)
+		}
+		tlsCfgs[lc.Name] = c
+	}
 
 	// Decide which running listener, if any, each configured one keeps: the one
 	// of the same name, address and kind, or else a listener that is going away
@@ -182,10 +197,11 @@ func (p *Proxy) Apply(snap *config.Snapshot) error {
 	for _, lc := range snap.Listeners {
 		old := keep[lc.Name]
 		if ln, isNew := bound[lc.Name]; isNew {
-			next[lc.Name] = p.start(lc, ln, tables, ctbl)
+			next[lc.Name] = p.start(lc, ln, tlsCfgs[lc.Name], tables, ctbl)
 			continue
 		}
 		old.cfg = lc
+		old.l.StoreTLS(tlsCfgs[lc.Name])
 		if lc.HTTP != nil {
 			old.http.Store(httpState(lc, tables, ctbl))
 		} else {
@@ -247,17 +263,17 @@ func tcpState(lc *config.Listener, ctbl *cluster.Table) *tcpproxy.State {
 	return &tcpproxy.State{Cluster: c, IdleTimeout: lc.TCP.IdleTimeout}
 }
 
-func (p *Proxy) start(lc *config.Listener, ln net.Listener, tables map[string]*route.Table, ctbl *cluster.Table) *active {
+func (p *Proxy) start(lc *config.Listener, ln net.Listener, tlsCfg *tls.Config, tables map[string]*route.Table, ctbl *cluster.Table) *active {
 	log := p.log.With("listener", lc.Name)
 	a := &active{cfg: lc}
 	if lc.HTTP != nil {
 		a.http = httpproxy.NewHandler(log, httpState(lc, tables, ctbl))
-		a.l = listener.Start(lc.Name, lc.Address, ln, &httpServer{srv: httpproxy.NewServer(a.http, lc.HTTP, log), h: a.http})
+		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, &httpServer{srv: httpproxy.NewServer(a.http, lc.HTTP, log), h: a.http})
 	} else {
 		a.tcp = tcpproxy.New(log, tcpState(lc, ctbl))
-		a.l = listener.Start(lc.Name, lc.Address, ln, a.tcp)
+		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, a.tcp)
 	}
-	log.Info("listener started", "addr", ln.Addr().String(), "direction", lc.Direction.String())
+	log.Info("listener started", "addr", ln.Addr().String(), "direction", lc.Direction.String(), "tls", tlsCfg != nil)
 	return a
 }
 

@@ -166,6 +166,15 @@ func checkShare(t *testing.T, what string, w loadStats, version string, want, to
 	}
 }
 
+// checkEnough fails the test unless window w has at least n successful requests,
+// so that a share measured over it means something.
+func checkEnough(t *testing.T, what string, w loadStats, n int64) {
+	t.Helper()
+	if w.OK < n {
+		t.Errorf("%s: only %d successful requests, want at least %d to measure a split (%v)", what, w.OK, n, w)
+	}
+}
+
 // checkNoFailures fails the test if any request in s failed.
 func checkNoFailures(t *testing.T, what string, s loadStats) {
 	t.Helper()

@@ -38,6 +38,7 @@ type options struct {
 	adminAddr      string
 	logLevel       string
 	logFormat      string
+	drainDelay     time.Duration
 	shutdownGrace  time.Duration
 }
 
@@ -56,7 +57,8 @@ func main() {
 	flag.StringVar(&o.adminAddr, "admin", "127.0.0.1:15000", "admin address (/ready, /config_dump); keep it on localhost")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	flag.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 5*time.Second, "how long to drain connections on SIGTERM")
+	flag.DurationVar(&o.drainDelay, "drain-delay", 2*time.Second, "on SIGTERM, how long to keep accepting after telling the control plane this workload leaves")
+	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 5*time.Second, "then, how long requests in flight may take to finish")
 	flag.Parse()
 
 	if err := run(o); err != nil {
@@ -87,16 +89,6 @@ func run(o options) error {
 	defer stop()
 
 	proxy := dataplane.New(dataplane.Options{Logger: logger})
-	adm := admin.New(admin.Options{
-		Addr:       o.adminAddr,
-		Ready:      proxy.Ready,
-		ConfigDump: func() any { return proxy.Snapshot() },
-		Logger:     logger,
-	})
-	if err := adm.Start(); err != nil {
-		return fmt.Errorf("admin: %w", err)
-	}
-
 	xc, err := client.New(client.Options{
 		ServerAddr: o.xdsAddr,
 		Node:       node,
@@ -107,6 +99,17 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	defer xc.Close()
+	adm := admin.New(admin.Options{
+		Addr:       o.adminAddr,
+		Ready:      func() bool { return proxy.Ready() && xc.Synced() },
+		ConfigDump: func() any { return proxy.Snapshot() },
+		Logger:     logger,
+	})
+	if err := adm.Start(); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+
 	logger.Info("meshproxy starting", "node", node.GetId(), "xds", o.xdsAddr, "xds_mode", o.xdsMode,
 		"inbound", o.inbound, "app", o.app, "outbound", o.outbound, "admin", adm.Addr())
 
@@ -117,7 +120,16 @@ func run(o options) error {
 	case <-ctx.Done():
 	case err = <-xdsErr:
 	}
+	// Leaving: the xDS client half-closes its stream when ctx ends, so the control
+	// plane drops this endpoint from its peers' config at once. Until they have
+	// that update they may still send here, so keep serving for drainDelay before
+	// the listeners stop accepting; a second signal kills the process outright.
 	stop()
+	if err == nil {
+		err = <-xdsErr
+		logger.Info("meshproxy leaving: still serving while peers update", "drain_delay", o.drainDelay)
+		time.Sleep(o.drainDelay)
+	}
 	logger.Info("meshproxy stopping: draining", "grace", o.shutdownGrace)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), o.shutdownGrace)
 	defer cancel()
@@ -126,9 +138,6 @@ func run(o options) error {
 	}
 	if cerr := adm.Close(shutdownCtx); cerr != nil {
 		logger.Warn("admin close", "err", cerr)
-	}
-	if err == nil {
-		err = <-xdsErr
 	}
 	if errors.Is(err, context.Canceled) {
 		err = nil

@@ -1,6 +1,8 @@
 // Package cluster compiles a snapshot's clusters into what the request path needs
 // (an endpoint picker and an upstream transport per cluster) and owns upstream
-// transports across snapshots.
+// transports across snapshots. Clusters with UpstreamTLS get transports that
+// originate TLS (SNI, ALPN h2 or http/1.1, CA and SAN verification); their
+// tls.Config is built once when the upstream is created, never per request.
 //
 // Concurrency: a Table is immutable after Set.Build returns it and may be read from
 // any goroutine. Set's methods are safe for concurrent use; Build and Prune are
@@ -9,7 +11,10 @@
 package cluster
 
 import (
-	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -54,7 +59,14 @@ func (t *Table) Get(name string) (*Cluster, bool) {
 type Upstream struct {
 	key       key
 	Transport *http.Transport // set at creation, read-only after
-	Dialer    *net.Dialer     // dedicated connections (upgrades) use it too
+	// Dialer makes plain TCP connections. Dedicated connections (upgrades,
+	// TCP proxying) should use DialContext, which adds TLS when configured.
+	Dialer *net.Dialer
+
+	// Set at creation, read-only after.
+	tls    *tls.Config // nil: plain TCP
+	tlsErr error       // the cluster's TLS config did not compile; every dial fails
+	log    *slog.Logger
 
 	inflight atomic.Int64 // accessed atomically
 	removed  atomic.Bool  // set by Prune, cleared if the cluster comes back
@@ -75,34 +87,65 @@ type key struct {
 	name     string
 	protocol config.Protocol
 	timeout  time.Duration
+	tls      [32]byte // tlsFingerprint; zero for plain TCP
 }
 
 // Set owns upstream transports keyed by stable identity across snapshots.
 type Set struct {
+	log *slog.Logger // set in New, read-only after
+
 	mu        sync.Mutex
 	upstreams map[key]*Upstream // guarded by mu
 }
 
-// NewSet returns an empty Set.
-func NewSet() *Set { return &Set{upstreams: make(map[key]*Upstream)} }
+// Options configure a Set.
+type Options struct {
+	Logger *slog.Logger // nil discards logs (upstream TLS handshake failures)
+}
 
-// Build compiles snap's clusters, reusing the upstream transport of any cluster
-// whose name, protocol and connect timeout are unchanged. It does not retire
-// anything: call Prune with the table that ends up published.
+// NewSet returns an empty Set that discards its logs.
+func NewSet() *Set { return New(Options{}) }
+
+// New returns an empty Set.
+func New(opts Options) *Set {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Set{log: log, upstreams: make(map[key]*Upstream)}
+}
+
+// Build is Compile for callers that cannot fail: a cluster whose TLS config
+// does not compile gets an upstream that fails every dial with that error.
 func (s *Set) Build(snap *config.Snapshot) *Table {
+	t, _ := s.Compile(snap)
+	return t
+}
+
+// Compile compiles snap's clusters, reusing the upstream transport of any
+// cluster whose name, protocol, connect timeout and TLS settings are unchanged.
+// It returns an error naming the first cluster (by name) whose TLS settings do
+// not compile, with a table that is complete anyway (see Build). It does not
+// retire anything: call Prune with the table that ends up published.
+func (s *Set) Compile(snap *config.Snapshot) (*Table, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := &Table{clusters: make(map[string]*Cluster, len(snap.Clusters))}
+	var firstErr error
+	var firstName string
 	for name, c := range snap.Clusters {
 		timeout := c.ConnectTimeout
 		if timeout <= 0 {
 			timeout = defaultConnectTimeout
 		}
-		k := key{name: name, protocol: c.Protocol, timeout: timeout}
+		k := key{name: name, protocol: c.Protocol, timeout: timeout, tls: tlsFingerprint(c.TLS)}
 		u, ok := s.upstreams[k]
 		if !ok {
-			u = newUpstream(k)
+			u = s.newUpstream(k, c.TLS)
 			s.upstreams[k] = u
+		}
+		if u.tlsErr != nil && (firstErr == nil || name < firstName) {
+			firstErr, firstName = u.tlsErr, name
 		}
 		addrs := make([]string, len(c.Endpoints))
 		for i, e := range c.Endpoints {
@@ -116,7 +159,10 @@ func (s *Set) Build(snap *config.Snapshot) *Table {
 			Upstream:       u,
 		}
 	}
-	return t
+	if firstErr != nil {
+		return t, fmt.Errorf("cluster %q: tls: %w", firstName, firstErr)
+	}
+	return t, nil
 }
 
 // Prune retires every upstream not used by live: it is forgotten by the Set and
@@ -148,12 +194,17 @@ func (s *Set) Close() {
 	}
 }
 
-func newUpstream(k key) *Upstream {
+func (s *Set) newUpstream(k key, ut *config.UpstreamTLS) *Upstream {
 	d := &net.Dialer{Timeout: k.timeout, KeepAlive: 30 * time.Second}
+	u := &Upstream{key: k, Dialer: d, log: s.log}
+	if ut != nil {
+		u.tls, u.tlsErr = clientTLS(ut, k.protocol)
+	}
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
-		},
+		// TLS, when configured, is done by DialContext: the transport sees a
+		// plain "http" connection and speaks HTTP/1.1 or prior-knowledge
+		// HTTP/2 on it, which over TLS is exactly h2 negotiated by ALPN.
+		DialContext: u.DialContext,
 		// The proxy forwards bodies as they are; compression is the app's business.
 		DisableCompression:  true,
 		MaxIdleConns:        0,
@@ -165,12 +216,13 @@ func newUpstream(k key) *Upstream {
 	}
 	p := new(http.Protocols)
 	if k.protocol == config.ProtocolH2C {
-		// Prior-knowledge HTTP/2 over plain TCP: one connection multiplexes
-		// all streams to an endpoint.
+		// Prior-knowledge HTTP/2 (over TLS: ALPN h2): one connection
+		// multiplexes all streams to an endpoint.
 		p.SetUnencryptedHTTP2(true)
 	} else {
 		p.SetHTTP1(true)
 	}
 	tr.Protocols = p
-	return &Upstream{key: k, Transport: tr, Dialer: d}
+	u.Transport = tr
+	return u
 }

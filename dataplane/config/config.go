@@ -50,6 +50,10 @@ type Listener struct {
 	Direction Direction
 	HTTP      *HTTPConnectionManager
 	TCP       *TCPProxy
+	// TLS, when set, terminates TLS on every accepted connection before HTTP
+	// or TCP handling (the filter chain's DownstreamTlsContext). An HTTP
+	// listener serves HTTP/2 when ALPN selects "h2" and HTTP/1.1 otherwise.
+	TLS *DownstreamTLS
 }
 
 // HTTPConnectionManager serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on
@@ -234,10 +238,116 @@ type Cluster struct {
 	// Endpoints are the healthy (or health-unknown) endpoints only, in the order
 	// the control plane sent them.
 	Endpoints []Endpoint
+	// TLS, when set, originates TLS on every upstream connection (the
+	// cluster's UpstreamTlsContext). ProtocolH2C then means HTTP/2 over TLS
+	// negotiated with ALPN "h2", ProtocolHTTP1 means HTTP/1.1 ("http/1.1").
+	TLS *UpstreamTLS
 }
 
 // Endpoint is one upstream address.
 type Endpoint struct {
 	Address string // host:port
 	Weight  uint32 // load-balancing weight, >= 1
+}
+
+// TLSVersion is a TLS protocol version bound; TLSAuto leaves the choice to the
+// data plane's default (TLS 1.2 minimum, TLS 1.3 maximum, as Envoy).
+type TLSVersion uint8
+
+const (
+	TLSAuto TLSVersion = iota
+	TLS10
+	TLS11
+	TLS12
+	TLS13
+)
+
+func (v TLSVersion) String() string {
+	switch v {
+	case TLS10:
+		return "TLSv1_0"
+	case TLS11:
+		return "TLSv1_1"
+	case TLS12:
+		return "TLSv1_2"
+	case TLS13:
+		return "TLSv1_3"
+	}
+	return "TLS_AUTO"
+}
+
+// CertificateKeyPair is a PEM certificate chain (leaf first) and its PEM
+// private key. xds/resource has already checked that they parse and match.
+type CertificateKeyPair struct {
+	CertificateChain []byte
+	PrivateKey       []byte
+}
+
+// SANType says which subject alternative names a SANMatcher looks at.
+type SANType uint8
+
+const (
+	// SANAny matches DNS, URI, email and IP SANs alike (Envoy's deprecated
+	// match_subject_alt_names).
+	SANAny SANType = iota
+	SANDNS
+	SANURI
+)
+
+func (t SANType) String() string {
+	switch t {
+	case SANDNS:
+		return "DNS"
+	case SANURI:
+		return "URI"
+	}
+	return "any"
+}
+
+// SANMatcher matches one subject alternative name of the peer's leaf
+// certificate exactly (case-sensitive, as Envoy's exact StringMatcher).
+type SANMatcher struct {
+	Type  SANType
+	Exact string
+}
+
+// DownstreamTLS is how a listener terminates TLS.
+type DownstreamTLS struct {
+	// Certificates has at least one entry; the handshake picks one by SNI and
+	// the client's capabilities.
+	Certificates []CertificateKeyPair
+	// ALPN lists the protocols offered, in server preference order. For HTTP
+	// listeners xds/resource defaults it to ["h2", "http/1.1"].
+	ALPN       []string
+	MinVersion TLSVersion
+	MaxVersion TLSVersion
+	// TrustedCA is a PEM bundle client certificates are verified against;
+	// empty means client certificates are neither requested nor checked.
+	TrustedCA []byte
+	// RequireClientCertificate refuses clients without a valid certificate;
+	// TrustedCA is then set.
+	RequireClientCertificate bool
+	// SessionTicketsDisabled turns off stateless session resumption.
+	SessionTicketsDisabled bool
+}
+
+// UpstreamTLS is how a cluster originates TLS.
+type UpstreamTLS struct {
+	// SNI is the server name sent; empty sends none.
+	SNI string
+	// ALPN lists the protocols offered. Empty means the cluster protocol's own
+	// ("h2" or "http/1.1"; none for TCP clusters). For HTTP clusters it
+	// includes the protocol the cluster speaks.
+	ALPN       []string
+	MinVersion TLSVersion
+	MaxVersion TLSVersion
+	// TrustedCA is a PEM bundle the server's chain must verify against; empty
+	// means the server certificate is not verified (Envoy's behaviour without
+	// a validation context), and then MatchSANs is empty too.
+	TrustedCA []byte
+	// MatchSANs, when not empty, requires the server's leaf certificate to have
+	// a SAN matching at least one entry.
+	MatchSANs []SANMatcher
+	// ClientCertificate is presented when the server asks for one.
+	ClientCertificate *CertificateKeyPair
 }

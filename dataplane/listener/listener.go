@@ -1,12 +1,18 @@
 // Package listener owns the data plane's bound sockets: it binds an address, runs
-// one server's accept loop on it, and drains it when the listener is removed.
+// one server's accept loop on it, terminates TLS (DownstreamTlsContext) on
+// accepted connections when configured, and drains it when the listener is
+// removed.
 //
 // Concurrency: Start runs the server's Serve on one goroutine owned by the
 // Listener; Drain may be called once, from any goroutine, and waits for it.
+// StoreTLS may be called from any goroutine; the TLS configuration is loaded
+// once per accepted connection (one atomic load) and the handshake runs on the
+// connection's own goroutine.
 package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 )
@@ -26,6 +32,7 @@ type Listener struct {
 	Addr string // the configured address
 
 	ln   net.Listener
+	tl   *tlsListener // wraps ln; holds the TLS config in force
 	srv  Server
 	done chan struct{} // closed when Serve has returned
 	err  error         // Serve's result, read after done
@@ -40,15 +47,28 @@ func Bind(name, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Start runs srv on ln in a goroutine owned by the returned Listener.
+// Start runs srv on ln in a goroutine owned by the returned Listener, with
+// plain TCP connections.
 func Start(name, addr string, ln net.Listener, srv Server) *Listener {
-	l := &Listener{Name: name, Addr: addr, ln: ln, srv: srv, done: make(chan struct{})}
+	return StartTLS(name, addr, ln, nil, srv)
+}
+
+// StartTLS is Start with TLS terminated on every accepted connection when
+// tlsCfg is not nil (see ServerConfig); srv then reads and writes plaintext.
+func StartTLS(name, addr string, ln net.Listener, tlsCfg *tls.Config, srv Server) *Listener {
+	tl := &tlsListener{Listener: ln}
+	tl.cfg.Store(tlsCfg)
+	l := &Listener{Name: name, Addr: addr, ln: ln, tl: tl, srv: srv, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		l.err = srv.Serve(ln)
+		l.err = srv.Serve(tl)
 	}()
 	return l
 }
+
+// StoreTLS replaces the TLS configuration for connections accepted from now
+// on; nil switches to plain TCP. Open connections keep what they negotiated.
+func (l *Listener) StoreTLS(tlsCfg *tls.Config) { l.tl.cfg.Store(tlsCfg) }
 
 // BoundAddr is the address actually bound (useful with port 0).
 func (l *Listener) BoundAddr() net.Addr { return l.ln.Addr() }

@@ -132,8 +132,8 @@ func (s *Server) handle(down net.Conn) {
 		s.log.Warn("tcp proxy: no healthy upstream", "cluster", st.Cluster.Name)
 		return
 	}
-	d := net.Dialer{Timeout: st.Cluster.ConnectTimeout}
-	up, err := d.DialContext(s.ctx, "tcp", addr)
+	// The cluster's dialer adds TLS origination when the cluster has it.
+	up, err := st.Cluster.Upstream.DialContext(s.ctx, "tcp", addr)
 	if err != nil {
 		s.log.Warn("tcp proxy: upstream connect failure", "cluster", st.Cluster.Name, "endpoint", addr, "err", err)
 		return

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -104,7 +105,16 @@ type Client struct {
 	dirty      bool // resources changed since the last Apply
 	fetchTimer *time.Timer
 	fetchC     <-chan time.Time // nil unless an incomplete config waits
+
+	// accessed atomically
+	synced atomic.Bool // a complete config was applied (not one forced by the fetch timeout)
 }
+
+// Synced reports whether a complete configuration has been applied: every route
+// configuration and assignment the config names had arrived. It stays true once
+// set. A proxy is ready only when synced, not when it serves a config forced out
+// by the initial fetch timeout. Safe for concurrent use.
+func (c *Client) Synced() bool { return c.synced.Load() }
 
 // New checks opts and prepares the gRPC channel; it does not connect yet.
 func New(opts Options) (*Client, error) {
@@ -188,6 +198,8 @@ type stream interface {
 	// errDetail is non-nil for a NACK.
 	send(typeURL string, ts *typeState, first bool, nack error, sub, unsub []string) error
 	recv() (*update, error)
+	// closeSend half-closes the stream: the proxy is leaving on purpose.
+	closeSend() error
 }
 
 // update is one response, whichever the variant.
@@ -212,7 +224,8 @@ type recvResult struct {
 }
 
 func (c *Client) runStream(ctx context.Context) (progressed bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream outlives ctx by a moment so that leave can say goodbye on it.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	var st stream
 	if c.opts.Mode == SotW {
@@ -257,6 +270,7 @@ func (c *Client) runStream(ctx context.Context) (progressed bool, err error) {
 	for {
 		select {
 		case <-ctx.Done():
+			c.leave(st, recvC)
 			return progressed, ctx.Err()
 		case <-c.fetchC:
 			c.fetchTimeout()
@@ -268,6 +282,33 @@ func (c *Client) runStream(ctx context.Context) (progressed bool, err error) {
 			if err := c.handle(st, r.u); err != nil {
 				return progressed, err
 			}
+		}
+	}
+}
+
+// leaveTimeout bounds how long leave waits for the control plane to end the
+// stream after the proxy half-closed it.
+const leaveTimeout = time.Second
+
+// leave half-closes the stream, which tells the control plane that this proxy is
+// going away on purpose (a broken connection looks different), so it can take the
+// workload's endpoint out of every peer's config at once instead of after its
+// grace period. It waits until the server ends the stream or leaveTimeout passes.
+func (c *Client) leave(st stream, recvC <-chan recvResult) {
+	if err := st.closeSend(); err != nil {
+		return
+	}
+	t := time.NewTimer(leaveTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-recvC:
+			if r.err != nil {
+				return
+			}
+		case <-t.C:
+			c.log.Warn("control plane did not end the xDS stream after leave", "waited", leaveTimeout)
+			return
 		}
 	}
 }
@@ -348,6 +389,7 @@ func (c *Client) handle(st stream, u *update) error {
 			return st.send(u.typeURL, ts, false, fmt.Errorf("%s: apply: %w", kind(u.typeURL), err), nil, nil)
 		}
 		c.applied, c.dirty = true, false
+		c.synced.Store(true)
 		c.stopFetchTimer()
 		c.log.Info("applied xDS config", "version", version, "listeners", len(snap.Listeners), "clusters", len(snap.Clusters))
 	}

@@ -41,6 +41,7 @@ var modes = []client.Mode{client.Delta, client.SotW}
 type harness struct {
 	t       *testing.T
 	srv     *xdstest.Server
+	c       *client.Client
 	applied chan *config.Snapshot
 
 	mu   sync.Mutex
@@ -85,6 +86,7 @@ func start(t *testing.T, mode client.Mode, mod func(*client.Options)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.c = c
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -319,11 +321,17 @@ func TestInitialFetchTimeout(t *testing.T) {
 		if diff := cmp.Diff(want, got, ignoreVersion); diff != "" {
 			t.Errorf("applied snapshot (-want +got):\n%s", diff)
 		}
+		if h.c.Synced() {
+			t.Error("Synced() = true after a config forced by the fetch timeout, want false")
+		}
 		// The rest arrives later and is applied.
 		h.set("2", all)
 		got = h.waitApply()
 		if diff := cmp.Diff(wantWorld(), got, ignoreVersion); diff != "" {
 			t.Errorf("applied snapshot (-want +got):\n%s", diff)
+		}
+		if !h.c.Synced() {
+			t.Error("Synced() = false after the complete config was applied, want true")
 		}
 	})
 }

@@ -34,14 +34,15 @@ func newSotWStream(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node
 }
 
 // send builds a SotW request. It always lists the whole subscription of its
-// type. The first request of a type on a stream carries no version: after a
-// reconnect the server then resends everything and the client re-syncs (an
-// unchanged response is not re-applied), whatever versions the possibly
-// restarted control plane uses now.
+// type. As Envoy does, the first request of a type on a new stream carries the
+// last accepted version (and no nonce): a restarted control plane that serves the
+// same content under the same content-hash version sends nothing new, and one
+// that sees a version knows the proxy is reconnecting with config in hand rather
+// than starting empty (xds/server keeps such proxies' endpoints during warm-up).
 func (s *sotwStream) send(typeURL string, ts *typeState, first bool, nack error, _, _ []string) error {
-	req := &discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: ts.names}
+	req := &discoveryv3.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: ts.names, VersionInfo: ts.version}
 	if ts.sent {
-		req.VersionInfo, req.ResponseNonce = ts.version, ts.nonce
+		req.ResponseNonce = ts.nonce
 	}
 	if nack != nil {
 		req.ErrorDetail = errorDetail(nack)
@@ -54,6 +55,8 @@ func (s *sotwStream) send(typeURL string, ts *typeState, first bool, nack error,
 	}
 	return nil
 }
+
+func (s *sotwStream) closeSend() error { return s.s.CloseSend() }
 
 func (s *sotwStream) recv() (*update, error) {
 	r, err := s.s.Recv()
@@ -110,6 +113,8 @@ func (s *deltaStream) send(typeURL string, ts *typeState, first bool, nack error
 	}
 	return nil
 }
+
+func (s *deltaStream) closeSend() error { return s.s.CloseSend() }
 
 func (s *deltaStream) recv() (*update, error) {
 	r, err := s.s.Recv()

@@ -89,6 +89,8 @@ func TestValidate(t *testing.T) {
 		want []string
 	}{
 		{"valid", &mesh.Model{Services: []*corev1.Service{backend()}, HTTPRoutes: []*gwv1.HTTPRoute{route(nil)}}, nil},
+		{"dotted service name", &mesh.Model{Services: []*corev1.Service{service("a.b", nil, corev1.ServicePort{Port: 1})}},
+			[]string{`Service default/a.b: metadata.name: invalid name "a.b": `}},
 		{"no name", &mesh.Model{Services: []*corev1.Service{service("", nil, corev1.ServicePort{Port: 1})}},
 			[]string{"Service default/: metadata.name: required"}},
 		{"h2c alias and default protocol", &mesh.Model{Services: []*corev1.Service{

@@ -107,18 +107,28 @@ func (v *validator) add(k Key, field, format string, args ...any) {
 }
 
 func (v *validator) name(k Key, field, name string) {
+	v.nameWith(k, field, name, validation.IsDNS1123Subdomain)
+}
+
+// label checks names that become one DNS label (Service names, namespaces): a
+// dot in them would make Service domains ambiguous.
+func (v *validator) label(k Key, field, name string) {
+	v.nameWith(k, field, name, validation.IsDNS1035Label)
+}
+
+func (v *validator) nameWith(k Key, field, name string, check func(string) []string) {
 	if name == "" {
 		v.add(k, field, "required")
 		return
 	}
-	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+	if errs := check(name); len(errs) > 0 {
 		v.add(k, field, "invalid name %q: %s", name, errs[0])
 	}
 }
 
 func (v *validator) service(k Key, s *corev1.Service) {
-	v.name(k, "metadata.name", s.Name)
-	v.name(k, "metadata.namespace", s.Namespace)
+	v.label(k, "metadata.name", s.Name)
+	v.label(k, "metadata.namespace", s.Namespace)
 	if len(s.Spec.Ports) == 0 {
 		v.add(k, "spec.ports", "at least one port is required")
 	}

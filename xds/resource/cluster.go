@@ -76,11 +76,8 @@ func DecodeCluster(c *clusterv3.Cluster) (*Cluster, error) {
 			return nil, p.errorf("unsupported lb_config %T", c.GetLbConfig())
 		}
 	}
-	if c.GetTransportSocket() != nil {
-		return nil, p.at("transport_socket").errorf("transport sockets (TLS) are not supported yet")
-	}
 	if len(c.GetTransportSocketMatches()) > 0 {
-		return nil, p.at("transport_socket_matches").errorf("transport sockets (TLS) are not supported yet")
+		return nil, p.at("transport_socket_matches").errorf("not supported (use transport_socket)")
 	}
 	if len(c.GetHealthChecks()) > 0 {
 		return nil, p.at("health_checks").errorf("active health checks are not supported")
@@ -113,6 +110,10 @@ func DecodeCluster(c *clusterv3.Cluster) (*Cluster, error) {
 			return nil, err
 		}
 		out.Config.Protocol = proto
+	}
+	// After the protocol: the ALPN offered must include the one spoken.
+	if out.Config.TLS, err = decodeUpstreamTLS(p.at("transport_socket"), c.GetTransportSocket(), out.Config.Protocol); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -7,7 +7,10 @@
 // is rejected with an *Error naming the resource type, name and field path; the
 // client sends that text verbatim as the NACK error_detail.
 //
-// The package is pure: no goroutines, no I/O, no package state. Every function may
+// The package is pure: no goroutines, no package state, and no I/O except one:
+// TLS DataSources given as a filename are read while decoding, as Envoy reads
+// them when it loads the config, so an unreadable or invalid certificate is a
+// NACK naming its field rather than a failure on the first connection. Every function may
 // be called from any goroutine; values it returns are new and owned by the caller,
 // and must be treated as immutable once they are part of a published snapshot.
 package resource

@@ -84,9 +84,6 @@ func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
 	if m := chain.GetFilterChainMatch(); m != nil && proto.Size(m) > 0 {
 		return nil, cp.at("filter_chain_match").errorf("filter chain matching is not supported")
 	}
-	if chain.GetTransportSocket() != nil {
-		return nil, cp.at("transport_socket").errorf("transport sockets (TLS) are not supported yet")
-	}
 	if len(chain.GetFilters()) != 1 {
 		return nil, cp.at("filters").errorf("exactly one network filter is supported, got %d", len(chain.GetFilters()))
 	}
@@ -121,6 +118,9 @@ func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
 		out.Config.TCP = tcp
 	default:
 		return nil, fp.at("typed_config").errorf("unsupported filter %s", tc.GetTypeUrl())
+	}
+	if out.Config.TLS, err = decodeDownstreamTLS(cp.at("transport_socket"), chain.GetTransportSocket(), out.Config.HTTP != nil); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -5,7 +5,8 @@
 // Proxies register themselves: the first request on a stream carries the node,
 // whose metadata (docs/xds-conventions.md) becomes a mesh.Workload; its
 // INBOUND_ADDR is an endpoint of every Service selecting it until EndpointGrace
-// after its last stream closes (a reconnect within the grace keeps it).
+// after its last stream closes (a reconnect within the grace keeps it), or at
+// once when the proxy half-closed its stream, which is how it says it is leaving.
 //
 // Two rules keep traffic flowing while proxies come and go. A new proxy's
 // endpoint is only published once it is ready: it has ACKed every resource type

@@ -233,7 +233,23 @@ func TestDelta(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("delta clusters (-want +got):\n%s", diff)
 	}
-	cancel()
+
+	// A half-close ends the stream and removes the node without the grace.
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			break
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.Workloads()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Workloads() = %+v 5s after a half-close, want none", s.Workloads())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a getter: there is no event to wait on
+	}
 }
 
 // TestRejectsBadNode: a node with malformed metadata gets an error, not config.
