@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -62,17 +63,19 @@ func TestTLSListenerServesH2AndHTTP1ByALPN(t *testing.T) {
 
 	tests := []struct {
 		name      string
-		h1, h2    bool
+		alpn      []string
 		wantProto string
 		wantALPN  string
 	}{
-		{"h2 via ALPN", false, true, "HTTP/2.0", "h2"},
-		{"http/1.1 via ALPN", true, false, "HTTP/1.1", "http/1.1"},
-		{"client offering both gets h2", true, true, "HTTP/2.0", "h2"},
+		{"h2 via ALPN", []string{"h2"}, "HTTP/2.0", "h2"},
+		{"http/1.1 via ALPN", []string{"http/1.1"}, "HTTP/1.1", "http/1.1"},
+		{"client offering both gets h2", []string{"h2", "http/1.1"}, "HTTP/2.0", "h2"},
+		{"client offering http/1.1 first gets h2 (server preference)", []string{"http/1.1", "h2"}, "HTTP/2.0", "h2"},
+		{"no ALPN: HTTP/1.1", nil, "HTTP/1.1", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := proxytest.TLSClient(t, pki.Pool, backendFQDN, tt.h1, tt.h2, nil)
+			c := proxytest.TLSClient(t, pki.Pool, backendFQDN, tt.alpn, nil)
 			resp, body := get(t, c, "https://"+addr+"/hello")
 			if resp.StatusCode != http.StatusOK || body != "app" {
 				t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, "app")
@@ -101,7 +104,7 @@ func TestTLSListenerServesH2AndHTTP1ByALPN(t *testing.T) {
 
 	t.Run("untrusted server certificate is refused by the client", func(t *testing.T) {
 		other := proxytest.NewPKI(t, "other-ca")
-		c := proxytest.TLSClient(t, other.Pool, backendFQDN, true, true, nil)
+		c := proxytest.TLSClient(t, other.Pool, backendFQDN, []string{"h2", "http/1.1"}, nil)
 		resp, err := c.Get("https://" + addr + "/hello")
 		if err == nil {
 			resp.Body.Close()
@@ -125,14 +128,14 @@ func TestTLSListenerRequiresClientCertificate(t *testing.T) {
 
 	t.Run("with a certificate", func(t *testing.T) {
 		cert := proxytest.TLSCertificate(t, clientPair)
-		c := proxytest.TLSClient(t, pki.Pool, backendFQDN, false, true, &cert)
+		c := proxytest.TLSClient(t, pki.Pool, backendFQDN, []string{"h2"}, &cert)
 		resp, body := get(t, c, "https://"+addr+"/")
 		if resp.StatusCode != http.StatusOK || body != "app" {
 			t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, "app")
 		}
 	})
 	t.Run("without a certificate", func(t *testing.T) {
-		c := proxytest.TLSClient(t, pki.Pool, backendFQDN, false, true, nil)
+		c := proxytest.TLSClient(t, pki.Pool, backendFQDN, []string{"h2"}, nil)
 		resp, err := c.Get("https://" + addr + "/")
 		if err == nil {
 			resp.Body.Close()
@@ -142,7 +145,7 @@ func TestTLSListenerRequiresClientCertificate(t *testing.T) {
 	t.Run("with a certificate from another CA", func(t *testing.T) {
 		other := proxytest.NewPKI(t, "other-ca")
 		cert := proxytest.TLSCertificate(t, other.Issue(t, proxytest.Leaf{CommonName: "mallory", Client: true}))
-		c := proxytest.TLSClient(t, pki.Pool, backendFQDN, false, true, &cert)
+		c := proxytest.TLSClient(t, pki.Pool, backendFQDN, []string{"h2"}, &cert)
 		resp, err := c.Get("https://" + addr + "/")
 		if err == nil {
 			resp.Body.Close()
@@ -387,7 +390,7 @@ func TestTLSApplyRejectsBadCertificateAndKeepsConfig(t *testing.T) {
 	if got := p.Snapshot().Version; got != "tls-1" {
 		t.Errorf("version in force = %s, want tls-1", got)
 	}
-	c := proxytest.TLSClient(t, pki.Pool, backendFQDN, false, true, nil)
+	c := proxytest.TLSClient(t, pki.Pool, backendFQDN, []string{"h2"}, nil)
 	if resp, body := get(t, c, "https://"+addr+"/"); resp.StatusCode != http.StatusOK || body != "app" {
 		t.Errorf("after the rejected Apply got %d %q, want 200 app", resp.StatusCode, body)
 	}
@@ -399,9 +402,98 @@ func TestTLSApplyRejectsBadCertificateAndKeepsConfig(t *testing.T) {
 	if err := p.Apply(next); err != nil {
 		t.Fatalf("Apply(rotated): %v", err)
 	}
-	c2 := proxytest.TLSClient(t, pki.Pool, backendFQDN, false, true, nil)
+	c2 := proxytest.TLSClient(t, pki.Pool, backendFQDN, []string{"h2"}, nil)
 	resp, _ := get(t, c2, "https://"+addr+"/")
 	if got := resp.TLS.PeerCertificates[0].Subject.CommonName; got != "backend-rotated" {
 		t.Errorf("certificate CN after rotation = %q, want backend-rotated", got)
 	}
+}
+
+// tlsTwoHop is the mesh shape the identity work builds on: A's outbound
+// cluster originates TLS (ALPN h2, SAN checked) to B's inbound TLS listener,
+// which forwards plaintext to the app speaking appProto.
+func tlsTwoHop(t *testing.T, appAddr string, appProto config.Protocol) (outbound string) {
+	t.Helper()
+	pki := proxytest.NewPKI(t, "mesh-ca")
+	bCert := pki.Issue(t, proxytest.Leaf{CommonName: "backend", DNSNames: []string{backendFQDN}})
+	in := proxytest.FreeAddr(t)
+	snapB := tlsInbound(in, appAddr, &config.DownstreamTLS{Certificates: []config.CertificateKeyPair{bCert}, ALPN: []string{"h2", "http/1.1"}})
+	snapB.Clusters[proxytest.InboundCluster].Protocol = appProto
+	proxytest.StartProxy(t, "B", snapB)
+
+	outbound = proxytest.FreeAddr(t)
+	snapA := proxytest.OutboundSnapshot("a1", outbound, config.WeightedCluster{Name: proxytest.OutboundCluster, Weight: 1})
+	c := proxytest.Cluster(proxytest.OutboundCluster, config.ProtocolH2C, in)
+	c.TLS = &config.UpstreamTLS{SNI: backendFQDN, TrustedCA: pki.CAPEM, MatchSANs: []config.SANMatcher{{Type: config.SANDNS, Exact: backendFQDN}}}
+	snapA.Clusters[c.Name] = c
+	proxytest.StartProxy(t, "A", snapA)
+	return outbound
+}
+
+func TestTLSBetweenSidecars(t *testing.T) {
+	t.Run("HTTP", func(t *testing.T) {
+		app := proxytest.StartApp(t, "app", nil)
+		out := tlsTwoHop(t, app.Addr, config.ProtocolHTTP1)
+		req, _ := http.NewRequest("GET", "http://"+out+"/stream?n=3", nil)
+		req.Host = "backend.default:8080"
+		resp, err := proxytest.Client(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(body) != "chunk0\nchunk1\nchunk2\n" {
+			t.Fatalf("got %d %q, want 200 with 3 chunks", resp.StatusCode, body)
+		}
+		if got := resp.Trailer.Get("X-Checksum"); got != "n=3" {
+			t.Errorf("trailer X-Checksum = %q, want n=3", got)
+		}
+	})
+	t.Run("gRPC", func(t *testing.T) {
+		app := proxytest.StartGRPCApp(t)
+		out := tlsTwoHop(t, app.Addr, config.ProtocolH2C)
+		cc, err := grpc.NewClient("passthrough:///"+out, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("backend:8080"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("hop")}})
+		if err != nil {
+			t.Fatalf("UnaryCall: %v", err)
+		}
+		if got := string(resp.GetPayload().GetBody()); got != "hop" {
+			t.Errorf("payload = %q, want hop", got)
+		}
+	})
+	t.Run("WebSocket takes an HTTP/1.1 TLS connection", func(t *testing.T) {
+		app := proxytest.StartWebSocketApp(t)
+		out := tlsTwoHop(t, app, config.ProtocolHTTP1)
+		conn, err := net.DialTimeout("tcp", out, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		cfg, err := websocket.NewConfig("ws://backend:8080/ws", "http://localhost/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := websocket.NewClient(cfg, conn)
+		if err != nil {
+			t.Fatalf("websocket handshake: %v", err)
+		}
+		defer ws.Close()
+		if err := websocket.Message.Send(ws, "hello"); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		var got string
+		if err := websocket.Message.Receive(ws, &got); err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		if got != "hello" {
+			t.Errorf("echo = %q, want hello", got)
+		}
+	})
 }

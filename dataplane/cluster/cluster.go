@@ -59,14 +59,16 @@ func (t *Table) Get(name string) (*Cluster, bool) {
 type Upstream struct {
 	key       key
 	Transport *http.Transport // set at creation, read-only after
-	// Dialer makes plain TCP connections. Dedicated connections (upgrades,
-	// TCP proxying) should use DialContext, which adds TLS when configured.
+	// Dialer makes plain TCP connections. Dedicated connections should use
+	// DialContext (TCP proxying) or DialHTTP1 (upgrades), which add TLS when
+	// the cluster has it.
 	Dialer *net.Dialer
 
 	// Set at creation, read-only after.
-	tls    *tls.Config // nil: plain TCP
-	tlsErr error       // the cluster's TLS config did not compile; every dial fails
-	log    *slog.Logger
+	tls      *tls.Config // nil: plain TCP
+	tlsHTTP1 *tls.Config // tls offering only ALPN "http/1.1", for DialHTTP1
+	tlsErr   error       // the cluster's TLS config did not compile; every dial fails
+	log      *slog.Logger
 
 	inflight atomic.Int64 // accessed atomically
 	removed  atomic.Bool  // set by Prune, cleared if the cluster comes back
@@ -199,6 +201,10 @@ func (s *Set) newUpstream(k key, ut *config.UpstreamTLS) *Upstream {
 	u := &Upstream{key: k, Dialer: d, log: s.log}
 	if ut != nil {
 		u.tls, u.tlsErr = clientTLS(ut, k.protocol)
+		if u.tls != nil {
+			u.tlsHTTP1 = u.tls.Clone()
+			u.tlsHTTP1.NextProtos = []string{"http/1.1"}
+		}
 	}
 	tr := &http.Transport{
 		// TLS, when configured, is done by DialContext: the transport sees a

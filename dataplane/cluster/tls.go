@@ -57,21 +57,21 @@ func tlsVersions(lo, hi config.TLSVersion) (uint16, uint16, error) {
 		config.TLS12:   tls.VersionTLS12,
 		config.TLS13:   tls.VersionTLS13,
 	}
-	min, ok1 := m[lo]
-	max, ok2 := m[hi]
+	minV, ok1 := m[lo]
+	maxV, ok2 := m[hi]
 	if !ok1 || !ok2 {
 		return 0, 0, fmt.Errorf("unknown TLS version bound %d..%d", lo, hi)
 	}
-	if min == 0 {
-		min = tls.VersionTLS12
+	if minV == 0 {
+		minV = tls.VersionTLS12
 	}
-	if max == 0 {
-		max = tls.VersionTLS13
+	if maxV == 0 {
+		maxV = tls.VersionTLS13
 	}
-	if min > max {
+	if minV > maxV {
 		return 0, 0, fmt.Errorf("TLS minimum version %s above maximum %s", lo, hi)
 	}
-	return min, max, nil
+	return minV, maxV, nil
 }
 
 // alpnFor is the ALPN protocol ID an HTTP cluster speaks (RFC 7301 registry);
@@ -205,29 +205,38 @@ func describeMatchers(ms []config.SANMatcher) string {
 // with the cluster, endpoint and cause, since they mean misconfiguration (wrong
 // SAN, wrong CA) rather than a transient network error.
 func (u *Upstream) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return u.dial(ctx, network, addr, u.tls, alpnFor(u.key.protocol))
+}
+
+// DialHTTP1 is DialContext for a dedicated HTTP/1.1 connection (an Upgrade
+// request, which HTTP/2 cannot carry without RFC 8441): over TLS it offers
+// only "http/1.1" by ALPN, whatever the cluster's protocol.
+func (u *Upstream) DialHTTP1(ctx context.Context, network, addr string) (net.Conn, error) {
+	return u.dial(ctx, network, addr, u.tlsHTTP1, "http/1.1")
+}
+
+func (u *Upstream) dial(ctx context.Context, network, addr string, cfg *tls.Config, want string) (net.Conn, error) {
 	if u.tlsErr != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("%w: cluster %q: %w", ErrTLSHandshake, u.key.name, u.tlsErr)}
 	}
 	c, err := u.Dialer.DialContext(ctx, network, addr)
-	if err != nil || u.tls == nil {
+	if err != nil || cfg == nil {
 		return c, err
 	}
 	hctx, cancel := context.WithTimeout(ctx, u.key.timeout)
 	defer cancel()
-	tc := tls.Client(c, u.tls)
+	tc := tls.Client(c, cfg)
 	err = tc.HandshakeContext(hctx)
-	if err == nil {
-		if want := alpnFor(u.key.protocol); want != "" {
-			// A server that ignores ALPN still gets the protocol we were told
-			// to speak; one that picks another protocol would misparse it.
-			if got := tc.ConnectionState().NegotiatedProtocol; got != "" && got != want {
-				err = fmt.Errorf("ALPN negotiated %q, cluster speaks %q", got, want)
-			}
+	if err == nil && want != "" {
+		// A server that ignores ALPN still gets the protocol we were told to
+		// speak; one that picks another protocol would misparse it.
+		if got := tc.ConnectionState().NegotiatedProtocol; got != "" && got != want {
+			err = fmt.Errorf("ALPN negotiated %q, want %q", got, want)
 		}
 	}
 	if err != nil {
 		c.Close()
-		u.log.Warn("upstream TLS handshake failed", "cluster", u.key.name, "endpoint", addr, "sni", u.tls.ServerName, "err", err)
+		u.log.Warn("upstream TLS handshake failed", "cluster", u.key.name, "endpoint", addr, "sni", cfg.ServerName, "err", err)
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: c.RemoteAddr(), Err: fmt.Errorf("%w: %w", ErrTLSHandshake, err)}
 	}
 	return tc, nil

@@ -280,8 +280,21 @@ func (v TLSVersion) String() string {
 // private key. xds/resource has already checked that they parse and match.
 type CertificateKeyPair struct {
 	CertificateChain []byte
-	PrivateKey       []byte
+	PrivateKey       Secret
 }
+
+// Secret is sensitive bytes such as a PEM private key. It formats and
+// marshals to JSON as "[redacted]", so the admin config dump and logs of a
+// snapshot never reveal it (Envoy redacts secrets in its config dump too).
+type Secret []byte
+
+const redacted = "[redacted]"
+
+func (Secret) String() string   { return redacted }
+func (Secret) GoString() string { return redacted }
+
+// MarshalJSON hides the secret from JSON config dumps.
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
 
 // SANType says which subject alternative names a SANMatcher looks at.
 type SANType uint8

@@ -23,7 +23,7 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 	c.Upstream.Acquire()
 	defer c.Upstream.Release()
 
-	up, err := c.Upstream.Dialer.DialContext(out.Context(), "tcp", addr)
+	up, err := c.Upstream.DialHTTP1(out.Context(), "tcp", addr) // TLS when the cluster has it
 	if err != nil {
 		if reason, ok := classify(err, out.Context(), r.Context()); ok {
 			writeError(w, false, reason)

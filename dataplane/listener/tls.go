@@ -69,21 +69,21 @@ func Versions(lo, hi config.TLSVersion) (uint16, uint16, error) {
 		config.TLS12:   tls.VersionTLS12,
 		config.TLS13:   tls.VersionTLS13,
 	}
-	min, ok1 := m[lo]
-	max, ok2 := m[hi]
+	minV, ok1 := m[lo]
+	maxV, ok2 := m[hi]
 	if !ok1 || !ok2 {
 		return 0, 0, fmt.Errorf("tls: unknown version bound %d..%d", lo, hi)
 	}
-	if min == 0 {
-		min = tls.VersionTLS12
+	if minV == 0 {
+		minV = tls.VersionTLS12
 	}
-	if max == 0 {
-		max = tls.VersionTLS13
+	if maxV == 0 {
+		maxV = tls.VersionTLS13
 	}
-	if min > max {
+	if minV > maxV {
 		return 0, 0, fmt.Errorf("tls: minimum version %s above maximum %s", lo, hi)
 	}
-	return min, max, nil
+	return minV, maxV, nil
 }
 
 // tlsListener terminates TLS on accepted connections when a configuration is

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -192,17 +193,19 @@ func StartGRPCTLSApp(t testing.TB, cert config.CertificateKeyPair) *GRPCApp {
 	return g
 }
 
-// TLSClient returns an HTTPS client trusting roots and speaking the given
-// protocols (http.Protocols HTTP1 and/or HTTP2, negotiated by ALPN).
-func TLSClient(t testing.TB, roots *x509.CertPool, serverName string, h1, h2 bool, cert *tls.Certificate) *http.Client {
-	cfg := &tls.Config{RootCAs: roots, ServerName: serverName}
+// TLSClient returns an HTTPS client trusting roots that offers alpn (in order)
+// and speaks HTTP/2 if alpn has "h2" and HTTP/1.1 if it has "http/1.1" or is
+// empty (then no ALPN extension is sent). cert, when set, is its client
+// certificate.
+func TLSClient(t testing.TB, roots *x509.CertPool, serverName string, alpn []string, cert *tls.Certificate) *http.Client {
+	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, NextProtos: alpn}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
 	p := new(http.Protocols)
-	p.SetHTTP1(h1)
-	p.SetHTTP2(h2)
-	tr := &http.Transport{TLSClientConfig: cfg, Protocols: p, DisableCompression: true, ForceAttemptHTTP2: h2}
+	p.SetHTTP1(len(alpn) == 0 || slices.Contains(alpn, "http/1.1"))
+	p.SetHTTP2(slices.Contains(alpn, "h2"))
+	tr := &http.Transport{TLSClientConfig: cfg, Protocols: p, DisableCompression: true}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }

@@ -363,9 +363,9 @@ func TestNACK(t *testing.T) {
 		r[xdstest.ListenerType] = []cachetypes.Resource{xdstest.ListenerWith(lName, "127.0.0.1", 15001,
 			"envoy.filters.network.redis_proxy", &corev3.Node{})} // any message will do
 	}
-	tlsListener := func(r xdstest.Resources) {
+	altsListener := func(r xdstest.Resources) {
 		l := proto.Clone(r[xdstest.ListenerType][0]).(*listenerv3.Listener)
-		l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls"}
+		l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.alts"}
 		r[xdstest.ListenerType] = []cachetypes.Resource{l}
 	}
 	leastRequest := func(r xdstest.Resources) {
@@ -383,8 +383,8 @@ func TestNACK(t *testing.T) {
 			`RouteConfiguration "outbound_http": virtual_hosts[0].routes[0].match.safe_regex.regex: invalid RE2: error parsing regexp: missing closing ): ` + "`/(api`"},
 		{"unknown network filter", unknownFilter, xdstest.ListenerType,
 			`Listener "outbound_http": filter_chains[0].filters[0].typed_config: unsupported filter type.googleapis.com/envoy.config.core.v3.Node`},
-		{"TLS transport socket", tlsListener, xdstest.ListenerType,
-			`Listener "outbound_http": filter_chains[0].transport_socket: transport sockets (TLS) are not supported yet`},
+		{"unsupported transport socket", altsListener, xdstest.ListenerType,
+			`Listener "outbound_http": filter_chains[0].transport_socket.name: unsupported transport socket "envoy.transport_sockets.alts"`},
 		{"LEAST_REQUEST", leastRequest, xdstest.ClusterType,
 			`Cluster "outbound|8080||backend.default.svc.cluster.local": lb_policy: unsupported LEAST_REQUEST (only ROUND_ROBIN)`},
 	}

@@ -82,8 +82,8 @@ func TestDecodeClusterErrors(t *testing.T) {
 		{"no name", &clusterv3.Cluster{}, `Cluster "": name: must not be empty`},
 		{"least request", withCluster(func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST }),
 			q + "lb_policy: unsupported LEAST_REQUEST (only ROUND_ROBIN)"},
-		{"tls", withCluster(func(c *clusterv3.Cluster) { c.TransportSocket = &corev3.TransportSocket{Name: "tls"} }),
-			q + "transport_socket: transport sockets (TLS) are not supported yet"},
+		{"unknown transport socket", withCluster(func(c *clusterv3.Cluster) { c.TransportSocket = &corev3.TransportSocket{Name: "tls"} }),
+			q + `transport_socket.name: unsupported transport socket "tls"`},
 		{"original dst", withCluster(func(c *clusterv3.Cluster) {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
 		}), q + "type: unsupported cluster type ORIGINAL_DST"},

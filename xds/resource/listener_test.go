@@ -133,8 +133,8 @@ func TestDecodeListenerErrors(t *testing.T) {
 		{"chain match", withListener(func(l *listenerv3.Listener) {
 			l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{"a"}}
 		}), q + "filter_chains[0].filter_chain_match: filter chain matching is not supported"},
-		{"tls", withListener(func(l *listenerv3.Listener) { l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "tls"} }),
-			q + "filter_chains[0].transport_socket: transport sockets (TLS) are not supported yet"},
+		{"unknown transport socket", withListener(func(l *listenerv3.Listener) { l.FilterChains[0].TransportSocket = &corev3.TransportSocket{Name: "tls"} }),
+			q + `filter_chains[0].transport_socket.name: unsupported transport socket "tls"`},
 		{"two filters", withListener(func(l *listenerv3.Listener) {
 			l.FilterChains[0].Filters = append(l.FilterChains[0].Filters, l.FilterChains[0].Filters[0])
 		}), q + "filter_chains[0].filters: exactly one network filter is supported, got 2"},

@@ -3,6 +3,8 @@ package resource
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -127,7 +129,7 @@ func decodeDownstreamTLS(p path, ts *corev3.TransportSocket, http bool) (*config
 	if err := anypb.UnmarshalTo(a, &d, proto.UnmarshalOptions{}); err != nil {
 		return nil, tp.errorf("%v", err)
 	}
-	if err := rejectUnset(tp, &d, "common_tls_context", "require_client_certificate",
+	if err := rejectUnset(tp, &d, "common_tls_context", "require_client_certificate", "require_sni",
 		"disable_stateless_session_resumption", "disable_stateful_session_resumption"); err != nil {
 		return nil, err
 	}
@@ -327,6 +329,9 @@ func decodeTLSParams(p path, tp *tlsv3.TlsParameters) (lo, hi config.TLSVersion,
 	if lo != config.TLSAuto && hi != config.TLSAuto && lo > hi {
 		return 0, 0, p.errorf("tls_minimum_protocol_version %s is above tls_maximum_protocol_version %s", lo, hi)
 	}
+	if lo == config.TLSAuto && hi != config.TLSAuto && hi < config.TLS12 {
+		return 0, 0, p.at("tls_maximum_protocol_version").errorf("%s is below the default minimum TLSv1_2; set tls_minimum_protocol_version", hi)
+	}
 	return lo, hi, nil
 }
 
@@ -358,9 +363,11 @@ func decodeTLSCertificate(p path, c *tlsv3.TlsCertificate) (*config.CertificateK
 	return &config.CertificateKeyPair{CertificateChain: chain, PrivateKey: key}, nil
 }
 
+// decodeTrustedCA returns the PEM bundle of a trusted_ca, or nil when unset
+// (callers decide whether one is needed).
 func decodeTrustedCA(p path, ds *corev3.DataSource) ([]byte, error) {
 	if ds == nil {
-		return nil, p.errorf("must be set")
+		return nil, nil
 	}
 	pem, err := dataSource(p, ds)
 	if err != nil {
@@ -386,7 +393,7 @@ func dataSource(p path, ds *corev3.DataSource) ([]byte, error) {
 	switch s := ds.GetSpecifier().(type) {
 	case *corev3.DataSource_Filename:
 		var err error
-		if b, err = os.ReadFile(s.Filename); err != nil {
+		if b, err = readPEMFile(s.Filename); err != nil {
 			return nil, p.at("filename").errorf("%v", err)
 		}
 	case *corev3.DataSource_InlineBytes:
@@ -407,4 +414,33 @@ func lastField(field string) string {
 		}
 	}
 	return field
+}
+
+// maxPEMFile bounds a certificate or key file; real ones are a few KiB.
+const maxPEMFile = 1 << 20
+
+// readPEMFile reads a regular file of at most maxPEMFile bytes. Devices, pipes
+// and huge files are refused so that a bad filename in config cannot block or
+// exhaust the decoder (think /dev/zero or a FIFO).
+func readPEMFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", name)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxPEMFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxPEMFile)
+	}
+	return b, nil
 }
