@@ -465,9 +465,9 @@ func startProxy(t *testing.T, cp *controlPlane, o proxyOptions) *proxy {
 	if p.ip == "" {
 		p.ip = newIP(t)
 	}
-	xds := cp.addr
-	if o.xds != "" {
-		xds = o.xds
+	xds := o.xds
+	if xds == "" {
+		xds = cp.addr
 	}
 	args := []string{"--xds", xds, "--workload", o.workload, "--log-format", "json"}
 	if o.labels != "" {

@@ -123,21 +123,21 @@ var hopHeaders = []string{
 }
 
 // stripHop removes hop-by-hop headers from h, keeping "TE: trailers" (gRPC needs
-// it end to end) and, for upgrades, Upgrade and Connection: upgrade.
+// it end to end) and, for upgrades, Upgrade and Connection: upgrade. It runs twice
+// per request (request and response) and does not allocate unless a Connection
+// header names a header to drop that is not canonical already.
 func stripHop(h http.Header, upgrade bool) {
 	for _, v := range h["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if f = textproto.TrimString(f); f != "" {
-				if upgrade && strings.EqualFold(f, "upgrade") {
-					continue
-				}
-				h.Del(f)
+		for f := range tokens(v) {
+			if upgrade && strings.EqualFold(f, "upgrade") {
+				continue
 			}
+			h.Del(f)
 		}
 	}
 	te := false
 	for _, v := range h["Te"] {
-		if strings.Contains(strings.ToLower(v), "trailers") {
+		if containsFold(v, "trailers") {
 			te = true
 		}
 	}
@@ -151,12 +151,48 @@ func stripHop(h http.Header, upgrade bool) {
 		}
 	}
 	if te {
-		h["Te"] = []string{"trailers"}
+		h["Te"] = teTrailers[:1:1]
 	}
 	if upgrade {
-		h["Connection"] = []string{"Upgrade"}
+		h["Connection"] = connUpgrade[:1:1]
 		h["Upgrade"] = up
 	}
+}
+
+// Shared header values; the full slice expressions at the use sites cap them at
+// their length so an append by a later stage (Header.Add) copies instead of
+// writing into the shared array. Nothing in the proxy or net/http writes a header
+// value slice in place.
+var (
+	teTrailers  = []string{"trailers"}
+	connUpgrade = []string{"Upgrade"}
+)
+
+// tokens yields the non-empty, trimmed elements of a comma-separated header
+// value without allocating (strings.Split would, on every request carrying a
+// Connection header).
+func tokens(v string) func(yield func(string) bool) {
+	return func(yield func(string) bool) {
+		for v != "" {
+			var f string
+			f, v, _ = strings.Cut(v, ",")
+			if f = textproto.TrimString(f); f != "" && !yield(f) {
+				return
+			}
+		}
+	}
+}
+
+// containsFold reports whether s contains sub, ignoring ASCII case; sub must be
+// lower case. It replaces strings.Contains(strings.ToLower(s), sub), which
+// allocates whenever s has an upper-case letter.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // upgradeType returns the lower-case protocol an HTTP/1.1 request asks to switch
@@ -170,8 +206,8 @@ func upgradeType(r *http.Request) string {
 		return ""
 	}
 	for _, v := range r.Header["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if strings.EqualFold(textproto.TrimString(f), "upgrade") {
+		for f := range tokens(v) {
+			if strings.EqualFold(f, "upgrade") {
 				return strings.ToLower(up)
 			}
 		}
@@ -297,20 +333,37 @@ func (h *Handler) outbound(ctx context.Context, r *http.Request, st *State, vh *
 	if p := rt.RewritePath(r.URL.Path); p != r.URL.Path {
 		u.Path, u.RawPath = p, ""
 	}
-	out := (&http.Request{
-		Method:     r.Method,
-		URL:        u,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     hdr,
-		Host:       host,
-		Trailer:    r.Trailer,
-	}).WithContext(ctx)
+	return newOutRequest(ctx, r, u, hdr, host)
+}
+
+// newOutRequest builds the upstream request in one allocation. WithContext is
+// the only way to give a request a context and it copies its receiver, so
+// building a Request and then calling WithContext allocates two; copying r (which
+// is not modified) and then setting every exported field allocates one. The
+// unexported fields that come along (the mux pattern and path values) are
+// server-side state the Transport never reads. TestOutRequestFields fails when a
+// Go release adds an exported field, so it gets a decision here.
+func newOutRequest(ctx context.Context, r *http.Request, u *url.URL, hdr http.Header, host string) *http.Request {
+	out := r.WithContext(ctx)
+	out.Method = r.Method
+	out.URL = u
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	out.Header = hdr
+	out.Body, out.GetBody, out.ContentLength = nil, nil, 0
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
 		out.Body = r.Body
 		out.ContentLength = r.ContentLength
 	}
+	out.TransferEncoding = nil
+	out.Close = false
+	out.Host = host
+	out.Form, out.PostForm, out.MultipartForm = nil, nil, nil
+	out.Trailer = r.Trailer
+	out.RemoteAddr, out.RequestURI = "", ""
+	out.TLS = nil
+	out.Cancel = nil
+	out.Response = nil
+	out.Pattern = ""
 	return out
 }
 

@@ -286,6 +286,17 @@ func (c *Client) runStream(ctx context.Context) (progressed bool, err error) {
 	}
 }
 
+// wildcardsAnswered reports whether listeners and clusters have each had a
+// response, counting the one being handled (of type current).
+func (c *Client) wildcardsAnswered(current string) bool {
+	for _, t := range []string{resource.TypeListener, resource.TypeCluster} {
+		if t != current && !c.types[t].received {
+			return false
+		}
+	}
+	return true
+}
+
 // leaveTimeout bounds how long leave waits for the control plane to end the
 // stream after the proxy half-closed it.
 const leaveTimeout = time.Second
@@ -370,8 +381,11 @@ func (c *Client) handle(st stream, u *update) error {
 	set := c.set()
 	version := c.versionString(u.typeURL, u.version)
 	snap, miss := resource.Assemble(set, version, false)
-	if snap == nil && len(miss.Routes) == 0 && len(miss.Assignments) == 0 &&
-		(c.types[resource.TypeCluster].received || u.typeURL == resource.TypeCluster) {
+	if !c.wildcardsAnswered(u.typeURL) {
+		// Until both wildcard subscriptions have had their first answer, an empty
+		// set of listeners or clusters means "not yet", not "none".
+		snap = nil
+	} else if snap == nil && len(miss.Routes) == 0 && len(miss.Assignments) == 0 {
 		// Only clusters are missing, and clusters are a wildcard subscription we
 		// have an answer for: they are absent, not late, so waiting cannot help.
 		// Like Envoy, serve and let requests to them fail.

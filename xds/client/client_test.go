@@ -499,3 +499,4 @@ func TestReconnect(t *testing.T) {
 		}
 	})
 }
+
