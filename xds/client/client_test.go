@@ -499,4 +499,3 @@ func TestReconnect(t *testing.T) {
 		}
 	})
 }
-
