@@ -348,6 +348,18 @@ func TestWriteJSON(t *testing.T) {
 	if diff := cmp.Diff(want, got.Samples); diff != "" {
 		t.Errorf("samples mismatch (-want +got):\n%s", diff)
 	}
+
+	back, err := reportFromJSON(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again bytes.Buffer
+	if err := back.writeJSON(&again); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(b.String(), again.String()); diff != "" {
+		t.Errorf("JSON round trip mismatch (-want +got):\n%s", diff)
+	}
 }
 
 func TestWriteDoc(t *testing.T) {

@@ -66,6 +66,7 @@ func main() {
 	flag.StringVar(&tests, "tests", strings.Join(allTests, ","), "comma-separated tests to run")
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown file to write the results page to (empty: none)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write every sample as JSON to this file")
+	render := flag.String("render", "", "do not measure: re-render the tables and --out from a --json file of an earlier run")
 	flag.StringVar(&o.binDir, "bin-dir", "", "directory with prebuilt meshproxy and controlplane (default: go build ./cmd/... into a temp dir)")
 	flag.BoolVar(&o.keepTmp, "keep-tmp", false, "keep the temp dir with configs and logs")
 	flag.IntVar(&o.wrkConns, "wrk-connections", 64, "wrk connections")
@@ -119,6 +120,13 @@ func main() {
 			log.Fatalf("unknown test %q (want one of %v)", t, allTests)
 		}
 		o.tests = append(o.tests, t)
+	}
+
+	if *render != "" {
+		if err := renderJSON(*render, o.out); err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
 
 	cmd := "go run ./bench"
@@ -424,6 +432,31 @@ func (l *loadTools) run(test string, t addrs, d time.Duration) (result, error) {
 	return result{}, fmt.Errorf("unknown test %q", test)
 }
 
+// renderJSON rebuilds the report of an earlier run from its --json file and
+// writes it like a run would, so that the page can be regenerated after the
+// generator changes without measuring again.
+func renderJSON(path, out string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	rep, err := reportFromJSON(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	rep.writeSummary(os.Stdout)
+	if out == "" {
+		return nil
+	}
+	var doc bytes.Buffer
+	rep.writeDoc(&doc)
+	if err := os.WriteFile(out, doc.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	log.Printf("wrote %s", out)
+	return nil
+}
+
 // loadAvg is the first three fields of /proc/loadavg.
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -472,6 +505,11 @@ func machineInfo(tools map[string]string) []string {
 		c.Stdout, c.Stderr = &b, &b
 		c.Run()
 		line, _, _ := strings.Cut(strings.TrimSpace(b.String()), "\n")
+		for _, l := range strings.Split(b.String(), "\n") {
+			if f := strings.Fields(l); len(f) >= 3 && f[0] == "mod" {
+				line = f[2] // go version -m: "mod <path> <version> <sum>"
+			}
+		}
 		out = append(out, name+": "+strings.TrimSpace(line))
 	}
 	version("nginx", "nginx", "-v")
@@ -479,7 +517,8 @@ func machineInfo(tools map[string]string) []string {
 	version("Caddy", "caddy", "version")
 	version("wrk", tools["wrk"], "--version")
 	version("h2load", tools["h2load"], "--version")
-	version("ghz", tools["ghz"], "--version")
+	// ghz built by go install reports "dev"; the module version is in the build info.
+	version("ghz", "go", "version", "-m", tools["ghz"])
 	version("fortio", tools["fortio"], "version")
 	out = append(out, "note: a shared 2-core VM; other work on the machine adds noise, so compare chains measured in the same run")
 	return out

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -180,9 +182,58 @@ func fmtMiB(kib int64) string {
 	return fmt.Sprintf("%.1f MiB", float64(kib)/1024)
 }
 
+// summary is one line per proxy chain with the headline numbers: throughput
+// and CPU against nginx, and the median latency the two proxies add to the
+// direct path at the fixed rate.
+func (r *report) summary() []string {
+	var out []string
+	added := func(test, ch string) string {
+		c, d := r.get(test, ch).p50(), r.get(test, chainDir).p50()
+		if c == 0 || d == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%+.2f ms", float64(c-d)/1e6)
+	}
+	vsNgx := func(test, ch string) string { return ratio(r.get(test, ch).rps(), r.get(test, chainNgx).rps()) }
+	cpuNgx := func(test, ch string) string {
+		return ratio(r.get(test, ch).mcpuPer1k(), r.get(test, chainNgx).mcpuPer1k())
+	}
+	for _, ch := range r.Chains {
+		if ch == chainDir {
+			continue
+		}
+		m := r.Mem[ch]
+		ngx := r.Mem[chainNgx]
+		out = append(out, fmt.Sprintf("**%s**: throughput vs nginx %s (HTTP/1.1), %s (h2c), %s (gRPC); "+
+			"p50 added to the direct path at %s: %s (HTTP/1.1), %s (gRPC); "+
+			"proxy CPU vs nginx %s (HTTP/1.1) and %s (gRPC) at that rate; peak memory of both proxies %s (%s nginx).",
+			ch, vsNgx(testH1, ch), vsNgx(testH2C, ch), vsNgx(testGRPC, ch),
+			r.rateLabel(), added(testFixed, ch), added(testFixG, ch),
+			cpuNgx(testFixed, ch), cpuNgx(testFixG, ch),
+			fmtMiB(m.ClientPeak+m.ServerPeak), ratio(float64(m.ClientPeak+m.ServerPeak), float64(ngx.ClientPeak+ngx.ServerPeak))))
+	}
+	return out
+}
+
+// rateLabel is the achieved rate of the direct path in the fixed-rate test,
+// rounded to 100, or "the fixed rate" if unknown.
+func (r *report) rateLabel() string {
+	v := r.get(testFixed, chainDir).rps()
+	if v == 0 {
+		return "the fixed rate"
+	}
+	return fmt.Sprintf("%.0f rps", math.Round(v/100)*100)
+}
+
 // writeTables writes the result tables as Markdown.
 func (r *report) writeTables(w io.Writer) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+
+	p("### Summary\n\n")
+	for _, l := range r.summary() {
+		p("- %s\n", l)
+	}
+	p("\n")
 
 	p("### Throughput at saturation (requests/s, median of rounds)\n\n")
 	p("| chain | HTTP/1.1 (wrk) | vs direct | vs nginx | h2c (h2load) | vs direct | vs nginx | gRPC unary (ghz) | vs direct | vs nginx |\n")
@@ -317,7 +368,9 @@ func (r *report) writeDoc(w io.Writer) {
 		p("- %s\n", s)
 	}
 	p("\nTools: install with `.ci/install-bench-tools.sh` (apt: wrk, nghttp2-client, nginx, haproxy, caddy;\n")
-	p("`go install` ghz and fortio). `go run ./bench -h` lists the flags (`--quick` is a smoke run under 2 minutes).\n\n")
+	p("`go install` ghz and fortio). `go run ./bench -h` lists the flags (`--quick` is a smoke run under 2 minutes).\n")
+	p("`--json FILE` also saves every sample; `go run ./bench --render FILE` re-renders this page from such a file\n")
+	p("without measuring (the samples of the run below are in `bench/results/`).\n\n")
 	p("## Machine\n\n")
 	for _, m := range r.Machine {
 		p("- %s\n", m)
@@ -398,4 +451,30 @@ func (r *report) writeJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// reportFromJSON is the inverse of writeJSON.
+func reportFromJSON(b []byte) (*report, error) {
+	var in jsonReport
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, err
+	}
+	r := newReport(nil)
+	r.Command, r.Started, r.Machine, r.Settings, r.Notes = in.Command, in.Started, in.Machine, in.Settings, in.Notes
+	if in.Memory != nil {
+		r.Mem = in.Memory
+	}
+	for _, s := range in.Samples {
+		if !slices.Contains(r.Chains, s.Chain) {
+			r.Chains = append(r.Chains, s.Chain)
+		}
+		r.add(s.Test, s.Chain, sample{
+			res:      result{Requests: s.Requests, Errors: s.Errors, RPS: s.RPS, P50: time.Duration(s.P50ns), P99: time.Duration(s.P99ns)},
+			cpuTicks: s.CPUTicks,
+		})
+	}
+	if len(r.Chains) == 0 {
+		return nil, errors.New("no samples")
+	}
+	return r, nil
 }

@@ -56,11 +56,11 @@ func TestNewOutRequest(t *testing.T) {
 
 	type view struct {
 		Method, Proto, Host, RemoteAddr, RequestURI, Pattern string
-		ProtoMajor, ProtoMinor                              int
-		URL                                                 string
-		Header                                              http.Header
-		ContentLength                                       int64
-		HasBody, Close, HasForm, HasTLS                     bool
+		ProtoMajor, ProtoMinor                               int
+		URL                                                  string
+		Header                                               http.Header
+		ContentLength                                        int64
+		HasBody, Close, HasForm, HasTLS                      bool
 	}
 	got := view{out.Method, out.Proto, out.Host, out.RemoteAddr, out.RequestURI, out.Pattern, out.ProtoMajor, out.ProtoMinor,
 		out.URL.String(), out.Header, out.ContentLength, out.Body != nil, out.Close, out.Form != nil, out.TLS != nil}

@@ -227,7 +227,9 @@ func ptrString(s *string) string {
 }
 
 // TargetPort is the port the Service's endpoints serve a Service port on: its
-// numeric targetPort, defaulting to the port itself as in Kubernetes.
+// numeric targetPort, defaulting to the port itself as in Kubernetes. A named
+// targetPort ("grpc-port") would need the Pod's container ports, which the mesh
+// does not have, so it is taken as the port itself too (docs/xds-conventions.md).
 func TargetPort(p *corev1.ServicePort) int32 {
 	if p.TargetPort.IntVal > 0 {
 		return p.TargetPort.IntVal

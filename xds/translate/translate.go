@@ -228,8 +228,19 @@ func (t *translator) sidecar() {
 	t.inbound(used)
 }
 
-// inbound adds the inbound listener and the static cluster to the local app,
-// speaking the protocol of the first Service port that selects this workload.
+// inbound adds the inbound listener and the static clusters to the local app.
+//
+// The listener is an HTTP connection manager (codec AUTO) unless the workload's
+// primary port is tcp, in which case it is a TcpProxy to the primary cluster, as
+// one socket cannot tell the two apart. Its inline route configuration has one
+// virtual host per HTTP-family port of every Service that selects the workload,
+// answering to that port's authorities and routing to the cluster of its target
+// port, so a Service with http 8080 and grpc 9090 reaches the app's HTTP/1.1 and
+// gRPC ports each in its own protocol. The peer sidecar keeps the client's
+// authority (backend:9090), which is what selects the virtual host here. A final
+// catch-all virtual host "*" routes to the primary cluster, so authorities no
+// Service port claims (a bare IP, another Service's name after a GAMMA split)
+// behave as before multi-port support.
 func (t *translator) inbound(used map[string]bool) {
 	if t.node.InboundAddr == "" || t.node.AppAddr == "" {
 		return
@@ -239,52 +250,133 @@ func (t *translator) inbound(used map[string]bool) {
 	if used[in.String()] {
 		return
 	}
+	ports := t.inboundPorts()
+	primary := primaryPort(ports, app.Port())
 	proto := mesh.HTTP
-	for _, svc := range t.m.Services {
-		if !mesh.Selects(svc, t.node) {
-			continue
-		}
-		port := &svc.Spec.Ports[0]
-		for i := range svc.Spec.Ports {
-			if p := &svc.Spec.Ports[i]; mesh.TargetPort(p) == int32(app.Port()) {
-				port = p
-				break
-			}
-		}
-		if p, ok := mesh.PortProtocol(port); ok {
-			proto = p
-		}
-		break
+	if primary != nil {
+		proto = primary.proto
 	}
-	cname := InboundClusterName(app.Port())
+	// The primary cluster keeps its historical name and APP_ADDR itself even when
+	// the primary port's targetPort differs from APP_ADDR's port (the app's real
+	// port is what the sidecar was told).
+	primaryName := InboundClusterName(app.Port())
+	t.out.Clusters = append(t.out.Clusters, inboundCluster(primaryName, app, proto))
+	if proto == mesh.TCP {
+		t.out.Listeners = append(t.out.Listeners, tcpListener(InboundName, in, corev3.TrafficDirection_INBOUND, primaryName))
+		return
+	}
+	// Target port -> cluster. The primary port's target port is served by
+	// APP_ADDR whatever its number, so it never gets a cluster of its own.
+	clusters := map[int32]string{int32(app.Port()): primaryName}
+	if primary != nil {
+		clusters[mesh.TargetPort(primary.port)] = primaryName
+	}
+	rc := &routev3.RouteConfiguration{Name: InboundName}
+	byPort := map[int32]string{} // Service port number -> cluster, for "*:<port>"
+	var portOrder []int32
+	for _, p := range ports {
+		if p.proto == mesh.TCP {
+			continue // a tcp port that is not primary cannot share the HTTP listener
+		}
+		target := mesh.TargetPort(p.port)
+		cname, ok := clusters[target]
+		if !ok {
+			// The first Service port to name a target port sets its protocol;
+			// Services that disagree about one app port cannot both be right.
+			cname = InboundClusterName(uint16(target))
+			clusters[target] = cname
+			t.out.Clusters = append(t.out.Clusters,
+				inboundCluster(cname, netip.AddrPortFrom(app.Addr(), uint16(target)), p.proto))
+		}
+		if _, ok := byPort[p.port.Port]; !ok {
+			byPort[p.port.Port] = cname // first Service port with a number wins
+			portOrder = append(portOrder, p.port.Port)
+		}
+		// The workload shares the Service's namespace (selectors do not cross
+		// namespaces), so the bare name is one of its authorities too.
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    mesh.FQDN(p.svc.Name, p.svc.Namespace) + ":" + strconv.Itoa(int(p.port.Port)),
+			Domains: domains(p.svc, p.port.Port, p.svc.Namespace, p.firstHTTP),
+			Routes:  []*routev3.Route{defaultRoute(cname)},
+		})
+	}
+	// After a GAMMA split the authority names the parent Service (backend:9090)
+	// while the workload may be selected only by a per-version Service; the
+	// authority's port still tells which app port is meant, so "*:<port>" (an
+	// Envoy suffix wildcard, tried after exact domains) catches it.
+	for _, port := range portOrder {
+		ps := strconv.Itoa(int(port))
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    InboundName + "|*:" + ps,
+			Domains: []string{"*:" + ps},
+			Routes:  []*routev3.Route{defaultRoute(byPort[port])},
+		})
+	}
+	rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+		Name:    InboundName,
+		Domains: []string{"*"},
+		Routes:  []*routev3.Route{defaultRoute(primaryName)},
+	})
+	t.out.Listeners = append(t.out.Listeners, httpListener(InboundName, in, corev3.TrafficDirection_INBOUND, hcmInline(InboundName, rc)))
+}
+
+// inboundPort is a port of a Service that selects the node.
+type inboundPort struct {
+	svc       *corev1.Service
+	port      *corev1.ServicePort
+	proto     mesh.Protocol
+	firstHTTP bool // the Service's first HTTP-family port: it also gets the bare domains
+}
+
+// inboundPorts lists the ports of the Services selecting the node, in model order.
+func (t *translator) inboundPorts() []inboundPort {
+	var out []inboundPort
+	t.servicePorts(func(svc *corev1.Service, port *corev1.ServicePort, proto mesh.Protocol, firstHTTP bool) {
+		if mesh.Selects(svc, t.node) {
+			out = append(out, inboundPort{svc: svc, port: port, proto: proto, firstHTTP: firstHTTP})
+		}
+	})
+	return out
+}
+
+// primaryPort is the port APP_ADDR serves: the first whose targetPort is
+// appPort, else the first port of the first selecting Service; nil when no
+// Service selects the workload.
+func primaryPort(ports []inboundPort, appPort uint16) *inboundPort {
+	for i := range ports {
+		if mesh.TargetPort(ports[i].port) == int32(appPort) {
+			return &ports[i]
+		}
+	}
+	if len(ports) == 0 {
+		return nil
+	}
+	return &ports[0]
+}
+
+// inboundCluster is a STATIC cluster to the local app at addr speaking proto.
+func inboundCluster(name string, addr netip.AddrPort, proto mesh.Protocol) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
-		Name:                 cname,
+		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:       connectTimeout,
 		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
-		LoadAssignment:       loadAssignment(cname, []mesh.Endpoint{{IP: app.Addr().String(), Port: uint32(app.Port())}}),
+		LoadAssignment:       loadAssignment(name, []mesh.Endpoint{{IP: addr.Addr().String(), Port: uint32(addr.Port())}}),
 	}
 	if proto != mesh.TCP {
 		c.TypedExtensionProtocolOptions = protocolOptions(proto.IsHTTP2())
 	}
-	t.out.Clusters = append(t.out.Clusters, c)
-	if proto == mesh.TCP {
-		t.out.Listeners = append(t.out.Listeners, tcpListener(InboundName, in, corev3.TrafficDirection_INBOUND, cname))
-		return
+	return c
+}
+
+// defaultRoute sends everything to cluster without a timeout: the app's own
+// deadlines apply, and gRPC streams must not be cut.
+func defaultRoute(cluster string) *routev3.Route {
+	return &routev3.Route{
+		Name:   "default",
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: clusterAction(cluster, 0),
 	}
-	rc := &routev3.RouteConfiguration{
-		Name: InboundName,
-		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    InboundName,
-			Domains: []string{"*"},
-			Routes: []*routev3.Route{{
-				Name:   "default",
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: clusterAction(cname, 0),
-			}},
-		}},
-	}
-	t.out.Listeners = append(t.out.Listeners, httpListener(InboundName, in, corev3.TrafficDirection_INBOUND, hcmInline(InboundName, rc)))
 }
 
 // proxyless adds, per HTTP Service port, the API listeners gRPC's xDS resolver

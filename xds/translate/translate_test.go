@@ -130,6 +130,7 @@ func TestGolden(t *testing.T) {
 	}{
 		{"frontend", frontend},
 		{"backend-v1", backendV1},
+		{"backend-v2", backendV2},
 		{"db", db},
 		{"proxyless", client},
 	} {
