@@ -237,9 +237,10 @@ func (t *translator) sidecar() {
 // answering to that port's authorities and routing to the cluster of its target
 // port, so a Service with http 8080 and grpc 9090 reaches the app's HTTP/1.1 and
 // gRPC ports each in its own protocol. The peer sidecar keeps the client's
-// authority (backend:9090), which is what selects the virtual host here. A final
-// catch-all virtual host "*" routes to the primary cluster, so authorities no
-// Service port claims (a bare IP, another Service's name after a GAMMA split)
+// authority (backend:9090), which is what selects the virtual host here. Then
+// "*:<port>" virtual hosts catch other names with a known port (a GAMMA parent
+// Service), and a final catch-all "*" routes to the primary cluster, so
+// authorities nothing else claims (a bare IP, a port-less parent Service name)
 // behave as before multi-port support.
 func (t *translator) inbound(used map[string]bool) {
 	if t.node.InboundAddr == "" || t.node.AppAddr == "" {
