@@ -1,8 +1,8 @@
 package client
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,7 +83,7 @@ func wildcard(typeURL string) bool {
 // typeState is what the client holds for one resource type across streams.
 type typeState struct {
 	decoded  map[string]any    // by resource name: *resource.Listener, *config.RouteConfig, ...
-	raw      map[string][]byte // serialized resources, to spot responses that change nothing
+	raw      map[string]digest // hashes of the serialized resources, to spot responses that change nothing
 	versions map[string]string // delta: per-resource versions for initial_resource_versions
 	version  string            // last accepted version_info (SotW) / system_version_info (delta)
 	nonce    string            // last nonce received on the current stream
@@ -151,7 +151,7 @@ func New(opts Options) (*Client, error) {
 		types: make(map[string]*typeState),
 	}
 	for _, t := range typeOrder {
-		c.types[t] = &typeState{decoded: map[string]any{}, raw: map[string][]byte{}, versions: map[string]string{}}
+		c.types[t] = &typeState{decoded: map[string]any{}, raw: map[string]digest{}, versions: map[string]string{}}
 	}
 	return c, nil
 }
@@ -335,7 +335,7 @@ func (c *Client) handle(st stream, u *update) error {
 	ts.nonce = u.nonce
 
 	decoded := make(map[string]any, len(u.resources))
-	raw := make(map[string][]byte, len(u.resources))
+	raw := make(map[string]digest, len(u.resources))
 	versions := make(map[string]string, len(u.resources))
 	var errs []string
 	var names []string
@@ -352,7 +352,7 @@ func (c *Client) handle(st stream, u *update) error {
 		if !wildcard(u.typeURL) && u.full && !slices.Contains(ts.names, name) {
 			continue // SotW may send what we no longer ask for
 		}
-		decoded[name], raw[name], versions[name] = v, r.any.GetValue(), r.version
+		decoded[name], raw[name], versions[name] = v, sha256.Sum256(r.any.GetValue()), r.version
 		names = append(names, name)
 	}
 	if len(errs) > 0 {
@@ -419,8 +419,8 @@ func (c *Client) handle(st stream, u *update) error {
 
 // stageMaps copies ts's maps when keep is set (incremental update), else starts
 // empty (the response replaces the type's set).
-func stageMaps(ts *typeState, keep bool) (map[string]any, map[string][]byte, map[string]string) {
-	d, r, v := map[string]any{}, map[string][]byte{}, map[string]string{}
+func stageMaps(ts *typeState, keep bool) (map[string]any, map[string]digest, map[string]string) {
+	d, r, v := map[string]any{}, map[string]digest{}, map[string]string{}
 	if keep {
 		for k, x := range ts.decoded {
 			d[k] = x
@@ -435,13 +435,19 @@ func stageMaps(ts *typeState, keep bool) (map[string]any, map[string][]byte, map
 	return d, r, v
 }
 
-func sameRaw(a, b map[string][]byte) bool {
+// digest identifies a serialized resource. Keeping the hash rather than the
+// bytes means the client holds each resource once (decoded) instead of twice: the
+// serialized copy of a large mesh's clusters and endpoints would otherwise stay
+// resident for the life of the process only to be compared against.
+type digest [sha256.Size]byte
+
+func sameRaw(a, b map[string]digest) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for k, x := range a {
 		y, ok := b[k]
-		if !ok || !bytes.Equal(x, y) {
+		if !ok || x != y {
 			return false
 		}
 	}

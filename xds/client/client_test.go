@@ -330,6 +330,11 @@ func TestInitialFetchTimeout(t *testing.T) {
 		if diff := cmp.Diff(wantWorld(), got, ignoreVersion); diff != "" {
 			t.Errorf("applied snapshot (-want +got):\n%s", diff)
 		}
+		// Synced is set once Apply has returned, just after the harness saw it.
+		deadline := time.Now().Add(5 * time.Second)
+		for !h.c.Synced() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		if !h.c.Synced() {
 			t.Error("Synced() = false after the complete config was applied, want true")
 		}

@@ -62,11 +62,16 @@ type Workload struct {
 	// OutboundIP is where per-port outbound TCP listeners bind; defaults to the
 	// host of OutboundHTTPAddr.
 	OutboundIP string
+	// Sidecar is set when the node says it is a proxy (its user_agent_name is
+	// meshproxy or envoy), even one that has no listener addresses yet.
+	Sidecar bool
 }
 
 // Proxyless reports whether the node is a proxyless client (gRPC's xDS resolver):
-// it has neither an inbound nor an outbound HTTP listener.
-func (w *Workload) Proxyless() bool { return w.InboundAddr == "" && w.OutboundHTTPAddr == "" }
+// not a proxy, and with neither an inbound nor an outbound HTTP listener.
+func (w *Workload) Proxyless() bool {
+	return !w.Sidecar && w.InboundAddr == "" && w.OutboundHTTPAddr == ""
+}
 
 // TCPBindIP is the IP for outbound TCP listeners, or "" when the node has none.
 func (w *Workload) TCPBindIP() string {

@@ -41,6 +41,7 @@ func WorkloadFromNode(n *corev3.Node) (mesh.Workload, error) {
 		AppAddr:          str(MetaAppAddr),
 		OutboundHTTPAddr: str(MetaOutboundHTTPAddr),
 		OutboundIP:       str(MetaOutboundIP),
+		Sidecar:          n.GetUserAgentName() == "meshproxy" || n.GetUserAgentName() == "envoy",
 	}
 	if name, ns, ok := strings.Cut(n.GetCluster(), "."); ok {
 		if w.Name == "" {

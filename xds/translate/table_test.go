@@ -250,10 +250,11 @@ func TestWorkloadFromNode(t *testing.T) {
 		return s
 	}
 	for _, tc := range []struct {
-		name    string
-		node    *corev3.Node
-		want    mesh.Workload
-		wantErr bool
+		name      string
+		node      *corev3.Node
+		want      mesh.Workload
+		proxyless bool
+		wantErr   bool
 	}{
 		{
 			name: "sidecar",
@@ -266,9 +267,15 @@ func TestWorkloadFromNode(t *testing.T) {
 				InboundAddr: "127.0.0.1:15006", AppAddr: "127.0.0.1:8080", OutboundHTTPAddr: "127.0.0.1:15001"},
 		},
 		{
-			name: "proxyless from cluster",
-			node: &corev3.Node{Id: "c~1", Cluster: "client.prod"},
-			want: mesh.Workload{NodeID: "c~1", Name: "client", Namespace: "prod", ServiceAccount: "client"},
+			name:      "proxyless from cluster",
+			node:      &corev3.Node{Id: "c~1", Cluster: "client.prod"},
+			want:      mesh.Workload{NodeID: "c~1", Name: "client", Namespace: "prod", ServiceAccount: "client"},
+			proxyless: true,
+		},
+		{
+			name: "sidecar without listeners is not proxyless",
+			node: &corev3.Node{Id: "lonely.default~1", Cluster: "lonely.default", UserAgentName: "meshproxy"},
+			want: mesh.Workload{NodeID: "lonely.default~1", Name: "lonely", Namespace: "default", ServiceAccount: "lonely", Sidecar: true},
 		},
 		{name: "no id", node: &corev3.Node{}, wantErr: true},
 		{name: "bad address", node: &corev3.Node{Id: "x", Metadata: md(map[string]any{"INBOUND_ADDR": "localhost:80"})}, wantErr: true},
@@ -281,6 +288,9 @@ func TestWorkloadFromNode(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" && !tc.wantErr {
 				t.Errorf("workload (-want +got):\n%s", diff)
+			}
+			if p := got.Proxyless(); !tc.wantErr && p != tc.proxyless {
+				t.Errorf("Proxyless() = %v, want %v", p, tc.proxyless)
 			}
 		})
 	}
