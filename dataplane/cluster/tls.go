@@ -47,33 +47,6 @@ func tlsFingerprint(u *config.UpstreamTLS) [32]byte {
 	return out
 }
 
-// tlsVersions maps config version bounds to crypto/tls ones; TLSAuto gives
-// TLS 1.2 to TLS 1.3, Envoy's client defaults.
-func tlsVersions(lo, hi config.TLSVersion) (uint16, uint16, error) {
-	m := map[config.TLSVersion]uint16{
-		config.TLSAuto: 0,
-		config.TLS10:   tls.VersionTLS10,
-		config.TLS11:   tls.VersionTLS11,
-		config.TLS12:   tls.VersionTLS12,
-		config.TLS13:   tls.VersionTLS13,
-	}
-	minV, ok1 := m[lo]
-	maxV, ok2 := m[hi]
-	if !ok1 || !ok2 {
-		return 0, 0, fmt.Errorf("unknown TLS version bound %d..%d", lo, hi)
-	}
-	if minV == 0 {
-		minV = tls.VersionTLS12
-	}
-	if maxV == 0 {
-		maxV = tls.VersionTLS13
-	}
-	if minV > maxV {
-		return 0, 0, fmt.Errorf("TLS minimum version %s above maximum %s", lo, hi)
-	}
-	return minV, maxV, nil
-}
-
 // alpnFor is the ALPN protocol ID an HTTP cluster speaks (RFC 7301 registry);
 // empty for TCP clusters.
 func alpnFor(p config.Protocol) string {
@@ -101,7 +74,7 @@ func clientTLS(u *config.UpstreamTLS, p config.Protocol) (*tls.Config, error) {
 		cfg.NextProtos = []string{alpnFor(p)}
 	}
 	var err error
-	if cfg.MinVersion, cfg.MaxVersion, err = tlsVersions(u.MinVersion, u.MaxVersion); err != nil {
+	if cfg.MinVersion, cfg.MaxVersion, err = config.VersionRange(u.MinVersion, u.MaxVersion); err != nil {
 		return nil, err
 	}
 	if c := u.ClientCertificate; c != nil {

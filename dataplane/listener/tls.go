@@ -33,7 +33,7 @@ func ServerConfig(d *config.DownstreamTLS) (*tls.Config, error) {
 		SessionTicketsDisabled: d.SessionTicketsDisabled,
 	}
 	var err error
-	if cfg.MinVersion, cfg.MaxVersion, err = Versions(d.MinVersion, d.MaxVersion); err != nil {
+	if cfg.MinVersion, cfg.MaxVersion, err = config.VersionRange(d.MinVersion, d.MaxVersion); err != nil {
 		return nil, err
 	}
 	for i, kp := range d.Certificates {
@@ -57,33 +57,6 @@ func ServerConfig(d *config.DownstreamTLS) (*tls.Config, error) {
 		return nil, errors.New("tls: client certificates required but no trusted CA")
 	}
 	return cfg, nil
-}
-
-// Versions maps config TLS version bounds to crypto/tls ones. TLSAuto gives
-// TLS 1.2 as the minimum and TLS 1.3 as the maximum, Envoy's defaults.
-func Versions(lo, hi config.TLSVersion) (uint16, uint16, error) {
-	m := map[config.TLSVersion]uint16{
-		config.TLSAuto: 0,
-		config.TLS10:   tls.VersionTLS10,
-		config.TLS11:   tls.VersionTLS11,
-		config.TLS12:   tls.VersionTLS12,
-		config.TLS13:   tls.VersionTLS13,
-	}
-	minV, ok1 := m[lo]
-	maxV, ok2 := m[hi]
-	if !ok1 || !ok2 {
-		return 0, 0, fmt.Errorf("tls: unknown version bound %d..%d", lo, hi)
-	}
-	if minV == 0 {
-		minV = tls.VersionTLS12
-	}
-	if maxV == 0 {
-		maxV = tls.VersionTLS13
-	}
-	if minV > maxV {
-		return 0, 0, fmt.Errorf("tls: minimum version %s above maximum %s", lo, hi)
-	}
-	return minV, maxV, nil
 }
 
 // tlsListener terminates TLS on accepted connections when a configuration is
