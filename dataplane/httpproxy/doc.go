@@ -5,6 +5,20 @@
 // body both ways and forwarding trailers. Upgrade requests (WebSocket) get a
 // dedicated HTTP/1.1 upstream connection spliced to the downstream one.
 //
+// Connect failures are retried (retry.go): when the upstream transport reports
+// that the request never reached the endpoint (the dial was refused or timed
+// out, the TLS handshake failed, or an HTTP/2 upstream refused the stream), the
+// request goes to another endpoint of the same cluster, preferring ones this
+// request has not tried, up to maxAttempts in all and within the route
+// timeout, whatever the method, since nothing was sent. A request body is
+// wrapped per attempt to see whether the transport read from it: once it did,
+// the body may be partly gone and the request is not retried. Only when every
+// attempt fails does the client get the usual error (503
+// upstream_connect_failure, or gRPC UNAVAILABLE). A failure after the request
+// reached the upstream is never retried. Upgrades retry their dial the same
+// way. The tried-endpoints record lives on the stack; the only cost on the
+// success path is the body wrapper, one allocation for requests with a body.
+//
 // Concurrency: Handler.Store publishes a State atomically; ServeHTTP loads it once
 // per request and uses that value until the response ends, so a request in flight
 // finishes on the config it started with. The State and everything it points to is

@@ -424,11 +424,36 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 	}
 	c.Upstream.Acquire()
 	defer c.Upstream.Release()
+	var body *attemptBody
+	if out.Body != nil {
+		// The one allocation retries cost on the success path, and only for
+		// requests with a body: without it a failed dial would close (and so
+		// drain) the downstream body.
+		body = &attemptBody{rc: out.Body}
+		out.Body = body
+	}
+	var tr tried
+	tr.add(out.URL.Host)
 	resp, err := c.Upstream.Transport.RoundTrip(out)
+	for err != nil && tr.n < maxAttempts && neverSent(err) && (body == nil || !body.touched()) &&
+		out.Context().Err() == nil && r.Context().Err() == nil {
+		addr, ok := c.Picker.PickExcept(tr.list())
+		if !ok {
+			break
+		}
+		h.log.Debug("upstream connect failed, retrying on another endpoint", "cluster", c.Name, "endpoint", out.URL.Host, "next", addr, "attempt", tr.n, "err", err)
+		var rb io.ReadCloser
+		if body != nil {
+			rb = body.rc
+		}
+		out, body = retryRequest(out, addr, rb)
+		tr.add(addr)
+		resp, err = c.Upstream.Transport.RoundTrip(out)
+	}
 	if err != nil {
 		reason, ok := classify(err, out.Context(), r.Context())
 		if ok {
-			h.log.Debug("upstream request failed", "cluster", c.Name, "endpoint", out.URL.Host, "reason", reason.String(), "err", err)
+			h.log.Debug("upstream request failed", "cluster", c.Name, "endpoint", out.URL.Host, "endpoints", strings.Join(tr.list(), ","), "attempts", tr.n, "reason", reason.String(), "err", err)
 			writeError(w, grpcReq, reason)
 		}
 		return

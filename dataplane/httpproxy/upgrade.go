@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/tcpproxy"
@@ -23,9 +24,24 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 	c.Upstream.Acquire()
 	defer c.Upstream.Release()
 
-	up, err := c.Upstream.DialHTTP1(out.Context(), "tcp", addr) // TLS when the cluster has it
+	// TLS when the cluster has it. A failed dial sent nothing, so it is
+	// retried on another endpoint like any request (see forward).
+	var tr tried
+	tr.add(addr)
+	up, err := c.Upstream.DialHTTP1(out.Context(), "tcp", addr)
+	for err != nil && tr.n < maxAttempts && neverSent(err) && out.Context().Err() == nil && r.Context().Err() == nil {
+		next, ok := c.Picker.PickExcept(tr.list())
+		if !ok {
+			break
+		}
+		h.log.Debug("upstream connect failed, retrying upgrade on another endpoint", "cluster", c.Name, "endpoint", addr, "next", next, "attempt", tr.n, "err", err)
+		addr = next
+		tr.add(addr)
+		up, err = c.Upstream.DialHTTP1(out.Context(), "tcp", addr)
+	}
 	if err != nil {
 		if reason, ok := classify(err, out.Context(), r.Context()); ok {
+			h.log.Debug("upstream upgrade failed", "cluster", c.Name, "endpoints", strings.Join(tr.list(), ","), "attempts", tr.n, "reason", reason.String(), "err", err)
 			writeError(w, false, reason)
 		}
 		return

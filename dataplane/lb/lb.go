@@ -8,6 +8,7 @@
 package lb
 
 import (
+	"slices"
 	"sort"
 	"sync/atomic"
 )
@@ -33,6 +34,27 @@ func (p *RoundRobin) Pick() (string, bool) {
 		return "", false
 	}
 	i := (p.next.Add(1) - 1) % n
+	return p.addrs[i], true
+}
+
+// PickExcept returns the next address unless it is in skip, else the first
+// address after it (in list order, wrapping) that is not, for retrying a failed
+// connect on another endpoint. It advances the round robin once, like Pick, and
+// finds an untried endpoint whenever one exists, even while other goroutines
+// pick concurrently. When every endpoint is in skip it returns the picked one:
+// retrying an endpoint beats giving up (Envoy does the same with one endpoint).
+// It does not retain skip, so a slice of the caller's stack array stays there.
+func (p *RoundRobin) PickExcept(skip []string) (string, bool) {
+	n := uint64(len(p.addrs))
+	if n == 0 {
+		return "", false
+	}
+	i := (p.next.Add(1) - 1) % n
+	for k := range n {
+		if a := p.addrs[(i+k)%n]; !slices.Contains(skip, a) {
+			return a, true
+		}
+	}
 	return p.addrs[i], true
 }
 

@@ -90,3 +90,33 @@ func BenchmarkWeighted(b *testing.B) {
 		w.Pick()
 	}
 }
+
+func TestPickExcept(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		addrs []string
+		skip  []string
+		want  string
+		ok    bool
+	}{
+		{"none", nil, nil, "", false},
+		{"no skip", []string{"a", "b"}, nil, "a", true},
+		{"skips tried", []string{"a", "b", "c"}, []string{"a", "b"}, "c", true},
+		{"next after skipped", []string{"a", "b", "c"}, []string{"a"}, "b", true},
+		{"all tried falls back", []string{"a", "b"}, []string{"a", "b"}, "a", true},
+		{"single endpoint", []string{"a"}, []string{"a"}, "a", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewRoundRobin(tc.addrs)
+			got, ok := p.PickExcept(tc.skip)
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("PickExcept(%q) = %q, %v; want %q, %v", tc.skip, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	p := NewRoundRobin([]string{"a", "b", "c"})
+	skip := []string{"b"}
+	if n := testing.AllocsPerRun(100, func() { p.PickExcept(skip) }); n != 0 {
+		t.Errorf("PickExcept: %v allocs per run, want 0", n)
+	}
+}

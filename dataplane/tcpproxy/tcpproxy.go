@@ -1,7 +1,8 @@
 // Package tcpproxy forwards whole TCP connections to a cluster's endpoints: accept,
-// pick an endpoint round robin, dial with the cluster's connect timeout, and copy
-// both directions with half-close until both sides are done or the connection has
-// been idle for the configured timeout.
+// pick an endpoint round robin, dial with the cluster's connect timeout (trying up
+// to two other endpoints when the connect fails), and copy both directions with
+// half-close until both sides are done or the connection has been idle for the
+// configured timeout.
 //
 // Concurrency: Server.Store publishes compiled state atomically; each connection
 // loads it once when accepted and keeps it. Serve runs the accept loop on the
@@ -21,6 +22,9 @@ import (
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 )
+
+// maxConnectAttempts bounds the upstream connects per downstream connection.
+const maxConnectAttempts = 3
 
 // State is what a TCP listener serves for one snapshot.
 type State struct {
@@ -132,10 +136,27 @@ func (s *Server) handle(down net.Conn) {
 		s.log.Warn("tcp proxy: no healthy upstream", "cluster", st.Cluster.Name)
 		return
 	}
-	// The cluster's dialer adds TLS origination when the cluster has it.
-	up, err := st.Cluster.Upstream.DialContext(s.ctx, "tcp", addr)
+	// The cluster's dialer adds TLS origination when the cluster has it. A
+	// failed connect sent nothing, so another endpoint is tried (preferring
+	// ones not tried yet) before the downstream is given up, like Envoy's
+	// tcp_proxy max_connect_attempts.
+	var tried [maxConnectAttempts]string
+	n := 0
+	var up net.Conn
+	var err error
+	for {
+		tried[n] = addr
+		n++
+		up, err = st.Cluster.Upstream.DialContext(s.ctx, "tcp", addr)
+		if err == nil || n == maxConnectAttempts || s.ctx.Err() != nil {
+			break
+		}
+		next, _ := st.Cluster.Picker.PickExcept(tried[:n])
+		s.log.Debug("tcp proxy: upstream connect failed, retrying", "cluster", st.Cluster.Name, "endpoint", addr, "next", next, "attempt", n, "err", err)
+		addr = next
+	}
 	if err != nil {
-		s.log.Warn("tcp proxy: upstream connect failure", "cluster", st.Cluster.Name, "endpoint", addr, "err", err)
+		s.log.Warn("tcp proxy: upstream connect failure", "cluster", st.Cluster.Name, "endpoint", addr, "attempts", n, "err", err)
 		return
 	}
 	if !s.track(up) {

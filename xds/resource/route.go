@@ -103,9 +103,10 @@ func decodeVirtualHost(p path, vh *routev3.VirtualHost) (*config.VirtualHost, er
 	return v, nil
 }
 
-// checkRetry rejects retry policies that would retry: we do not retry, and
-// silently not doing so would change what the control plane asked for. A policy
-// with num_retries 0 is a no-op and accepted.
+// checkRetry rejects retry policies that would retry: the data plane retries only
+// connect failures on its own (like Envoy's connect-failure), not what a policy
+// asks for, and silently not doing so would change what the control plane asked
+// for. A policy with num_retries 0 is a no-op and accepted.
 func checkRetry(p path, rp *routev3.RetryPolicy) error {
 	if rp == nil {
 		return nil
