@@ -386,3 +386,19 @@ func TestWriteDoc(t *testing.T) {
 		}
 	}
 }
+
+func TestWritePageKeepsHandWrittenPart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "page.md")
+	old := "# old tables\n\n" + handWrittenMarker + "\n\n## Analysis\nkept\n"
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writePage(path, []byte("# new tables\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	want := "# new tables\n\n" + handWrittenMarker + "\n\n## Analysis\nkept\n"
+	if string(got) != want {
+		t.Errorf("page = %q, want %q", got, want)
+	}
+}

@@ -359,10 +359,9 @@ func run(o options, command string) error {
 	if o.out != "" {
 		var b bytes.Buffer
 		rep.writeDoc(&b)
-		if err := os.WriteFile(o.out, b.Bytes(), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", o.out, err)
+		if err := writePage(o.out, b.Bytes()); err != nil {
+			return err
 		}
-		log.Printf("wrote %s", o.out)
 	}
 	if o.jsonOut != "" {
 		var b bytes.Buffer
@@ -450,10 +449,26 @@ func renderJSON(path, out string) error {
 	}
 	var doc bytes.Buffer
 	rep.writeDoc(&doc)
-	if err := os.WriteFile(out, doc.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", out, err)
+	return writePage(out, doc.Bytes())
+}
+
+// handWrittenMarker starts the part of the results page that people write (the
+// analysis of a run); writePage keeps it below the generated tables.
+const handWrittenMarker = "<!-- hand-written below: go run ./bench keeps it -->"
+
+// writePage writes the generated page to path, keeping the hand-written part of
+// the page already there, if any.
+func writePage(path string, generated []byte) error {
+	page := generated
+	if old, err := os.ReadFile(path); err == nil {
+		if i := bytes.Index(old, []byte(handWrittenMarker)); i >= 0 {
+			page = append(append(bytes.TrimRight(generated, "\n"), "\n\n"...), old[i:]...)
+		}
 	}
-	log.Printf("wrote %s", out)
+	if err := os.WriteFile(path, page, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	log.Printf("wrote %s", path)
 	return nil
 }
 
