@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"log/slog"
 	"slices"
 	"strings"
@@ -60,7 +61,10 @@ type Options struct {
 	// configuration or assignment named but not received) may wait before it is
 	// applied anyway with the missing pieces empty. Default 5s.
 	InitialFetchTimeout time.Duration
-	// BackoffBase and BackoffMax bound the reconnect delay; defaults 100ms, 10s.
+	// BackoffBase and BackoffMax bound the reconnect delay, both of the ADS stream
+	// and of the gRPC channel under it; defaults 100ms and 4s. The maximum stays
+	// well below the control plane's warm-up after a restart (its endpoint grace,
+	// 10s by default), so every proxy is back before peers' endpoints are recomputed.
 	BackoffBase, BackoffMax time.Duration
 	// DialOptions are added to the gRPC dial options (insecure credentials by
 	// default).
@@ -137,9 +141,18 @@ func New(opts Options) (*Client, error) {
 		opts.BackoffBase = 100 * time.Millisecond
 	}
 	if opts.BackoffMax < opts.BackoffBase {
-		opts.BackoffMax = max(10*time.Second, opts.BackoffBase)
+		opts.BackoffMax = max(4*time.Second, opts.BackoffBase)
 	}
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts.DialOptions...)
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// grpc's own channel backoff (1s growing to 120s by default) would
+		// otherwise add to ours and keep a proxy away long after the control
+		// plane is back.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: opts.BackoffBase, Multiplier: 1.6, Jitter: 0.2, MaxDelay: opts.BackoffMax},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+	}, opts.DialOptions...)
 	conn, err := grpc.NewClient(opts.ServerAddr, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("xds client: dial %s: %w", opts.ServerAddr, err)
