@@ -111,13 +111,7 @@ func TestDecodeClusterErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := resource.DecodeCluster(tt.in)
-			if err == nil {
-				t.Fatalf("DecodeCluster = %+v, want error %q", got, tt.want)
-			}
-			if err.Error() != tt.want {
-				t.Errorf("DecodeCluster error:\n got %s\nwant %s", err, tt.want)
-			}
+			checkDecodeError(t, "DecodeCluster", resource.DecodeCluster, tt.in, tt.want)
 		})
 	}
 }
@@ -169,13 +163,7 @@ func TestDecodeClusterLoadAssignment(t *testing.T) {
 	}
 	for _, tt := range errs {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := resource.DecodeClusterLoadAssignment(tt.in)
-			if err == nil {
-				t.Fatalf("DecodeClusterLoadAssignment = %+v, want error %q", got, tt.want)
-			}
-			if err.Error() != tt.want {
-				t.Errorf("DecodeClusterLoadAssignment error:\n got %s\nwant %s", err, tt.want)
-			}
+			checkDecodeError(t, "DecodeClusterLoadAssignment", resource.DecodeClusterLoadAssignment, tt.in, tt.want)
 		})
 	}
 }

@@ -167,13 +167,7 @@ func TestDecodeListenerErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := resource.DecodeListener(tt.in)
-			if err == nil {
-				t.Fatalf("DecodeListener = %+v, want error %q", got, tt.want)
-			}
-			if err.Error() != tt.want {
-				t.Errorf("DecodeListener error:\n got %s\nwant %s", err, tt.want)
-			}
+			checkDecodeError(t, "DecodeListener", resource.DecodeListener, tt.in, tt.want)
 		})
 	}
 }
@@ -202,4 +196,17 @@ func FuzzDecodeListener(f *testing.F) {
 			t.Fatalf("DecodeListener accepted %v as %+v: want exactly one of HTTP and TCP", &l, got)
 		}
 	})
+}
+
+// checkDecodeError runs decode (named name in messages) on in and wants exactly
+// the error text want: the text is the NACK detail a control plane sees.
+func checkDecodeError[M, R any](t *testing.T, name string, decode func(M) (R, error), in M, want string) {
+	t.Helper()
+	got, err := decode(in)
+	if err == nil {
+		t.Fatalf("%s = %+v, want error %q", name, got, want)
+	}
+	if err.Error() != want {
+		t.Errorf("%s error:\n got %s\nwant %s", name, err, want)
+	}
 }

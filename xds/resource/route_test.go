@@ -207,13 +207,7 @@ func TestDecodeRouteConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := resource.DecodeRouteConfig(tt.in)
-			if err == nil {
-				t.Fatalf("DecodeRouteConfig = %+v, want error %q", got, tt.want)
-			}
-			if err.Error() != tt.want {
-				t.Errorf("DecodeRouteConfig error:\n got %s\nwant %s", err, tt.want)
-			}
+			checkDecodeError(t, "DecodeRouteConfig", resource.DecodeRouteConfig, tt.in, tt.want)
 		})
 	}
 }

@@ -251,13 +251,7 @@ func TestDecodeListenerTLSErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := resource.DecodeListener(tt.in)
-			if err == nil {
-				t.Fatalf("DecodeListener = %+v, want error %q", got, tt.want)
-			}
-			if err.Error() != tt.want {
-				t.Errorf("DecodeListener error:\n got %s\nwant %s", err, tt.want)
-			}
+			checkDecodeError(t, "DecodeListener", resource.DecodeListener, tt.in, tt.want)
 		})
 	}
 }
@@ -394,13 +388,7 @@ func TestDecodeClusterTLSErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := resource.DecodeCluster(tt.in)
-			if err == nil {
-				t.Fatalf("DecodeCluster = %+v, want error %q", got, tt.want)
-			}
-			if err.Error() != tt.want {
-				t.Errorf("DecodeCluster error:\n got %s\nwant %s", err, tt.want)
-			}
+			checkDecodeError(t, "DecodeCluster", resource.DecodeCluster, tt.in, tt.want)
 		})
 	}
 }
