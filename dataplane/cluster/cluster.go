@@ -223,8 +223,11 @@ func (s *Set) newUpstream(k key, ut *config.UpstreamTLS) *Upstream {
 	p := new(http.Protocols)
 	if k.protocol == config.ProtocolH2C {
 		// Prior-knowledge HTTP/2 (over TLS: ALPN h2): one connection
-		// multiplexes all streams to an endpoint.
+		// multiplexes all streams to an endpoint. For HTTP/2, MaxConnsPerHost
+		// bounds connections being dialled at once (net/http docs): without it a
+		// burst of first requests dials one connection each.
 		p.SetUnencryptedHTTP2(true)
+		tr.MaxConnsPerHost = 1
 	} else {
 		p.SetHTTP1(true)
 	}

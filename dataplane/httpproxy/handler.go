@@ -416,12 +416,6 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }
 
 // forward sends out upstream and streams the response back to w.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Request, c *cluster.Cluster, grpcReq bool, st *State, vh *route.VirtualHost, rt *route.Route) {
-	if r.ProtoMajor == 1 && out.Body != nil {
-		// Let the upstream answer while the request body still streams in
-		// (HTTP/1.1 net/http otherwise reads the request body to completion
-		// before the first response write).
-		http.NewResponseController(w).EnableFullDuplex()
-	}
 	c.Upstream.Acquire()
 	defer c.Upstream.Release()
 	var body *attemptBody
@@ -459,6 +453,16 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 		return
 	}
 	defer resp.Body.Close()
+	if r.ProtoMajor == 1 && out.Body != nil {
+		// Let the upstream answer while the request body still streams in
+		// (HTTP/1.1 net/http otherwise reads the request body to completion
+		// before the first response write). Only now, with a response to
+		// stream: enabled on a request that ends in an error response, net/http
+		// drains the unread body after the handler and starts a background read
+		// that races with the next request's read ("invalid concurrent
+		// Body.Read call").
+		http.NewResponseController(w).EnableFullDuplex()
+	}
 
 	hdr := w.Header()
 	for k, vs := range resp.Header {
