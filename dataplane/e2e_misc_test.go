@@ -20,19 +20,9 @@ func TestWebSocketThroughTwoProxies(t *testing.T) {
 	// The app speaks HTTP/1.1; A's cluster to B is h2c, so the upgrade must take
 	// a dedicated HTTP/1.1 connection from A to B.
 	m := proxytest.TwoHop(t, app, config.ProtocolHTTP1)
-	conn, err := net.DialTimeout("tcp", m.OutboundAddr, 5*time.Second)
+	ws, err := dialWebSocket(m.OutboundAddr)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	cfg, err := websocket.NewConfig("ws://backend:8080/ws", "http://localhost/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, err := websocket.NewClient(cfg, conn)
-	if err != nil {
-		t.Fatalf("websocket handshake: %v", err)
 	}
 	defer ws.Close()
 	for _, msg := range []string{"hello", strings.Repeat("x", 70000), "bye"} {
@@ -244,4 +234,25 @@ func TestRefusedUpstreamThroughTwoProxies(t *testing.T) {
 	if got := resp.Header.Get("X-Meshproxy-Error"); resp.StatusCode != 503 || got != "upstream_connect_failure" {
 		t.Errorf("got %d %q, want 503 upstream_connect_failure", resp.StatusCode, got)
 	}
+}
+
+// dialWebSocket opens a WebSocket to backend:8080/ws through the proxy listening
+// at addr, with a 10 s deadline on the connection.
+func dialWebSocket(addr string) (*websocket.Conn, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	cfg, err := websocket.NewConfig("ws://backend:8080/ws", "http://localhost/")
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	ws, err := websocket.NewClient(cfg, conn)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("websocket handshake: %w", err)
+	}
+	return ws, nil
 }

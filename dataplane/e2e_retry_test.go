@@ -186,19 +186,9 @@ func TestConnectFailureRetriedWebSocket(t *testing.T) {
 	app := proxytest.StartWebSocketApp(t)
 	addr := retryProxy(t, config.ProtocolHTTP1, proxytest.FreeAddr(t), app, proxytest.FreeAddr(t))
 	for i := range 6 {
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		ws, err := dialWebSocket(addr)
 		if err != nil {
-			t.Fatal(err)
-		}
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		cfg, err := websocket.NewConfig("ws://backend:8080/ws", "http://localhost/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws, err := websocket.NewClient(cfg, conn)
-		if err != nil {
-			conn.Close()
-			t.Fatalf("websocket %d: handshake: %v", i, err)
+			t.Fatalf("websocket %d: %v", i, err)
 		}
 		msg := fmt.Sprintf("hello %d", i)
 		var got string

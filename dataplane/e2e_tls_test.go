@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"golang.org/x/net/websocket"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/tinymesh/tinymesh/dataplane"
@@ -294,14 +292,9 @@ func TestGRPCOverTLSCluster(t *testing.T) {
 	snap.Clusters[c.Name] = c
 	proxytest.StartProxy(t, "A", snap)
 
-	cc, err := grpc.NewClient("passthrough:///"+out, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("backend:8080"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("over tls")}})
+	resp, err := grpcClient(t, out, "backend:8080").UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("over tls")}})
 	if err != nil {
 		t.Fatalf("UnaryCall: %v", err)
 	}
@@ -452,14 +445,9 @@ func TestTLSBetweenSidecars(t *testing.T) {
 	t.Run("gRPC", func(t *testing.T) {
 		app := proxytest.StartGRPCApp(t)
 		out := tlsTwoHop(t, app.Addr, config.ProtocolH2C)
-		cc, err := grpc.NewClient("passthrough:///"+out, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("backend:8080"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		resp, err := testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("hop")}})
+		resp, err := grpcClient(t, out, "backend:8080").UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("hop")}})
 		if err != nil {
 			t.Fatalf("UnaryCall: %v", err)
 		}
@@ -470,19 +458,9 @@ func TestTLSBetweenSidecars(t *testing.T) {
 	t.Run("WebSocket takes an HTTP/1.1 TLS connection", func(t *testing.T) {
 		app := proxytest.StartWebSocketApp(t)
 		out := tlsTwoHop(t, app, config.ProtocolHTTP1)
-		conn, err := net.DialTimeout("tcp", out, 5*time.Second)
+		ws, err := dialWebSocket(out)
 		if err != nil {
 			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		cfg, err := websocket.NewConfig("ws://backend:8080/ws", "http://localhost/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws, err := websocket.NewClient(cfg, conn)
-		if err != nil {
-			t.Fatalf("websocket handshake: %v", err)
 		}
 		defer ws.Close()
 		if err := websocket.Message.Send(ws, "hello"); err != nil {

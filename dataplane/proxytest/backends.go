@@ -125,12 +125,18 @@ type GRPCApp struct {
 // StartGRPCApp starts a GRPCApp (h2c, as gRPC is).
 func StartGRPCApp(t testing.TB) *GRPCApp {
 	t.Helper()
+	return startGRPCApp(t)
+}
+
+// startGRPCApp serves a GRPCApp on a fresh loopback port with opts until cleanup.
+func startGRPCApp(t testing.TB, opts ...grpc.ServerOption) *GRPCApp {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("grpc app: %v", err)
 	}
 	g := &GRPCApp{Addr: ln.Addr().String(), Cancelled: make(chan error, 16)}
-	s := grpc.NewServer()
+	s := grpc.NewServer(opts...)
 	testgrpc.RegisterTestServiceServer(s, g)
 	done := make(chan struct{})
 	go func() {

@@ -21,7 +21,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
 )
@@ -173,24 +172,8 @@ func StartTLSApp(t testing.TB, name string, cert config.CertificateKeyPair, clie
 // StartGRPCTLSApp starts a GRPCApp serving gRPC over TLS (ALPN h2) with cert.
 func StartGRPCTLSApp(t testing.TB, cert config.CertificateKeyPair) *GRPCApp {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("grpc app: %v", err)
-	}
-	g := &GRPCApp{Addr: ln.Addr().String(), Cancelled: make(chan error, 16)}
 	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{TLSCertificate(t, cert)}})
-	s := grpc.NewServer(grpc.Creds(creds))
-	testgrpc.RegisterTestServiceServer(s, g)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		s.Stop()
-		<-done
-	})
-	return g
+	return startGRPCApp(t, grpc.Creds(creds))
 }
 
 // TLSClient returns an HTTPS client trusting roots that offers alpn (in order)
