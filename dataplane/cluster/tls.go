@@ -47,18 +47,6 @@ func tlsFingerprint(u *config.UpstreamTLS) [32]byte {
 	return out
 }
 
-// alpnFor is the ALPN protocol ID an HTTP cluster speaks (RFC 7301 registry);
-// empty for TCP clusters.
-func alpnFor(p config.Protocol) string {
-	switch p {
-	case config.ProtocolH2C:
-		return "h2"
-	case config.ProtocolHTTP1:
-		return "http/1.1"
-	}
-	return ""
-}
-
 // clientTLS builds the crypto/tls client configuration of a cluster. Certificate
 // verification is done in VerifyConnection rather than by crypto/tls's hostname
 // check, because Envoy's semantics differ: the chain must verify against the
@@ -70,8 +58,8 @@ func clientTLS(u *config.UpstreamTLS, p config.Protocol) (*tls.Config, error) {
 		InsecureSkipVerify: true, // replaced by verifyServer below
 		NextProtos:         slices.Clone(u.ALPN),
 	}
-	if len(cfg.NextProtos) == 0 && alpnFor(p) != "" {
-		cfg.NextProtos = []string{alpnFor(p)}
+	if len(cfg.NextProtos) == 0 && p.ALPN() != "" {
+		cfg.NextProtos = []string{p.ALPN()}
 	}
 	var err error
 	if cfg.MinVersion, cfg.MaxVersion, err = config.VersionRange(u.MinVersion, u.MaxVersion); err != nil {
@@ -178,7 +166,7 @@ func describeMatchers(ms []config.SANMatcher) string {
 // with the cluster, endpoint and cause, since they mean misconfiguration (wrong
 // SAN, wrong CA) rather than a transient network error.
 func (u *Upstream) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return u.dial(ctx, network, addr, u.tls, alpnFor(u.key.protocol))
+	return u.dial(ctx, network, addr, u.tls, u.key.protocol.ALPN())
 }
 
 // DialHTTP1 is DialContext for a dedicated HTTP/1.1 connection (an Upgrade

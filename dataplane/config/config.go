@@ -222,6 +222,18 @@ func (p Protocol) String() string {
 	return "http/1.1"
 }
 
+// ALPN is the protocol ID an HTTP cluster negotiates over TLS (RFC 7301
+// registry); empty for TCP.
+func (p Protocol) ALPN() string {
+	switch p {
+	case ProtocolH2C:
+		return "h2"
+	case ProtocolHTTP1:
+		return "http/1.1"
+	}
+	return ""
+}
+
 // LBPolicy chooses an endpoint per request or connection.
 type LBPolicy uint8
 

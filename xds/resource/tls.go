@@ -231,7 +231,7 @@ func decodeUpstreamTLS(p path, ts *corev3.TransportSocket, speaks config.Protoco
 	if out.ALPN, err = decodeALPN(cp.at("alpn_protocols"), c.GetAlpnProtocols()); err != nil {
 		return nil, err
 	}
-	if want := alpnOf(speaks); want != "" && len(out.ALPN) > 0 && !slices.Contains(out.ALPN, want) {
+	if want := speaks.ALPN(); want != "" && len(out.ALPN) > 0 && !slices.Contains(out.ALPN, want) {
 		return nil, cp.at("alpn_protocols").errorf("must include %q for a cluster speaking %s", want, speaks)
 	}
 	if vc := c.GetValidationContext(); vc != nil {
@@ -275,17 +275,6 @@ func decodeUpstreamTLS(p path, ts *corev3.TransportSocket, speaks config.Protoco
 		}
 	}
 	return out, nil
-}
-
-// alpnOf is the ALPN protocol ID of an HTTP cluster protocol (RFC 7301 registry).
-func alpnOf(p config.Protocol) string {
-	switch p {
-	case config.ProtocolH2C:
-		return "h2"
-	case config.ProtocolHTTP1:
-		return "http/1.1"
-	}
-	return ""
 }
 
 func decodeExact(p path, m *matcherv3.StringMatcher) (string, error) {
