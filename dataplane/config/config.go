@@ -376,3 +376,13 @@ type UpstreamTLS struct {
 	// ClientCertificate is presented when the server asks for one.
 	ClientCertificate *CertificateKeyPair
 }
+
+// TLSSecret is one SDS Secret as the data plane uses it: either a certificate
+// with its private key (tls_certificate) or a trust bundle
+// (validation_context.trusted_ca). Listeners and clusters name secrets; the
+// xDS client resolves the names into their TLS settings.
+type TLSSecret struct {
+	Name        string
+	Certificate *CertificateKeyPair // set for a tls_certificate secret
+	TrustedCA   []byte              // PEM; set for a validation_context secret
+}

@@ -95,6 +95,10 @@ type Server struct {
 	streams map[streamKey]string  // open stream -> node ID
 	leaves  map[streamKey]*leave  // open stream -> its half-close flag
 	closed  bool
+	// Identity material for SDS (docs/identity.md): the trust bundle every
+	// proxy gets as ROOTCA, and each node's latest issued chain as default.
+	trustBundle []byte            // PEM
+	issued      map[string][]byte // node ID -> PEM chain, leaf first
 
 	// owned by the update loop
 	versions map[string]string // node ID -> combined version last set
@@ -146,6 +150,7 @@ func New(opts Options) *Server {
 		streams:  map[streamKey]string{},
 		leaves:   map[streamKey]*leave{},
 		versions: map[string]string{},
+		issued:   map[string][]byte{},
 	}
 	if opts.EndpointGrace > 0 {
 		s.warmUntil = time.Now().Add(opts.EndpointGrace)
@@ -237,6 +242,27 @@ func (s *Server) Close() error {
 	}
 	<-s.done
 	return nil
+}
+
+// RegisterService adds a gRPC service (the CA's CertificateService) to the xDS
+// port. Call it before Serve.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) { s.grpc.RegisterService(desc, impl) }
+
+// SetTrustBundle replaces the PEM trust bundle served as the ROOTCA secret.
+func (s *Server) SetTrustBundle(pem []byte) {
+	s.mu.Lock()
+	s.trustBundle = slices.Clone(pem)
+	s.mu.Unlock()
+	s.trigger()
+}
+
+// SetCertificate records the PEM chain (leaf first) last issued to nodeID; it
+// is served to that node as the default secret.
+func (s *Server) SetCertificate(nodeID string, chainPEM []byte) {
+	s.mu.Lock()
+	s.issued[nodeID] = slices.Clone(chainPEM)
+	s.mu.Unlock()
+	s.trigger()
 }
 
 // SetModel replaces the mesh model; m must not be modified afterwards.
