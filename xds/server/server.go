@@ -246,7 +246,9 @@ func (s *Server) Close() error {
 
 // RegisterService adds a gRPC service (the CA's CertificateService) to the xDS
 // port. Call it before Serve.
-func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) { s.grpc.RegisterService(desc, impl) }
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	s.grpc.RegisterService(desc, impl)
+}
 
 // SetTrustBundle replaces the PEM trust bundle served as the ROOTCA secret.
 func (s *Server) SetTrustBundle(pem []byte) {
