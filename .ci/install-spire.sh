@@ -17,13 +17,19 @@ if [ -x "$dest/spire-server" ] && [ -x "$dest/spire-agent" ]; then
 	exit 0
 fi
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 mkdir -p "$dest"
+work="$(mktemp -d)"
+# Built next to $dest (same file system), so the moves below are renames.
+out="$(mktemp -d "$dest/.build.XXXXXX")"
+trap 'rm -rf "$work" "$out"' EXIT
 (
 	cd "$work"
 	go mod init spirebuild >/dev/null 2>&1
 	go get "github.com/spiffe/spire/cmd/spire-server@$SPIRE_VERSION" "github.com/spiffe/spire/cmd/spire-agent@$SPIRE_VERSION" >&2
-	CGO_ENABLED=1 go build -o "$dest/" github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent >&2
+	# sqlite3 (the datastore the tests use) needs cgo.
+	CGO_ENABLED=1 go build -o "$out/" github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent >&2
 )
+# Move both in only once both are built, so an interrupted build is redone
+# rather than half-cached.
+mv -f "$out/spire-server" "$out/spire-agent" "$dest/"
 echo "$dest"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,11 @@ import (
 // measures per-request proxy overhead rather than copying.
 var backendBody = []byte("ok\n")
 
+// xfccPath is the backend's probe path: it answers with the request's
+// x-forwarded-client-cert header, which a server-side meshproxy sets when the
+// caller presented a client certificate.
+const xfccPath = "/.bench/xfcc"
+
 // runBackend serves HTTP/1.1 and h2c (prior knowledge) on httpAddr and gRPC (the
 // standard health service, whose Check is a unary call) on grpcAddr until SIGTERM
 // or SIGINT. It is the bench binary re-executed with -backend, so that it can be
@@ -38,23 +44,7 @@ func runBackend(httpAddr, grpcAddr string) error {
 		return fmt.Errorf("backend grpc listen: %w", err)
 	}
 
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	hs := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/plain")
-			w.Write(backendBody)
-		}),
-		Protocols:         &protos,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-	}
-	gs := grpc.NewServer()
-	hsrv := health.NewServer()
-	hsrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hsrv)
-
+	hs, gs := newBackend()
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(hl) }()
 	go func() { errc <- gs.Serve(gl) }()
@@ -73,6 +63,33 @@ func runBackend(httpAddr, grpcAddr string) error {
 		err = nil
 	}
 	return err
+}
+
+// newBackend returns the backend's servers: HTTP/1.1 and h2c (prior knowledge)
+// answering every request with backendBody, and gRPC with the standard health
+// service reporting SERVING.
+func newBackend() (*http.Server, *grpc.Server) {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			if r.URL.Path == xfccPath {
+				io.WriteString(w, r.Header.Get("X-Forwarded-Client-Cert"))
+				return
+			}
+			w.Write(backendBody)
+		}),
+		Protocols:         &protos,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+	}
+	gs := grpc.NewServer()
+	hsrv := health.NewServer()
+	hsrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hsrv)
+	return hs, gs
 }
 
 // healthProtoset returns a serialized FileDescriptorSet of grpc/health/v1, which

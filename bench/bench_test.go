@@ -294,16 +294,27 @@ func TestConfigsAccepted(t *testing.T) {
 		}
 		return p
 	}
+	// The mTLS configs name real certificate files: both proxies load them
+	// when checking.
+	certs, err := writeCerts(dir, certClient, certServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, client := hopTLS{role: roleServer, certs: certs}, hopTLS{role: roleClient, certs: certs}
 	checks := []struct {
-		tool string
-		argv []string
+		name, tool string
+		argv       []string
 	}{
-		{"nginx", []string{"nginx", "-t", "-e", filepath.Join(dir, "e.log"), "-p", dir, "-c", write("nginx.conf", nginxConfig(dir, listen, up))}},
-		{"haproxy", []string{"haproxy", "-c", "-f", write("haproxy.cfg", haproxyConfig(listen, up))}},
-		{"caddy", []string{"caddy", "adapt", "--adapter", "caddyfile", "--config", write("Caddyfile", caddyConfig(listen, up))}},
+		{"nginx", "nginx", []string{"nginx", "-t", "-e", filepath.Join(dir, "e.log"), "-p", dir, "-c", write("nginx.conf", nginxConfig(dir, listen, up))}},
+		{"nginx mTLS server", "nginx", []string{"nginx", "-t", "-e", filepath.Join(dir, "e.log"), "-p", dir, "-c", write("nginx-s.conf", nginxHop(dir, listen, up, server))}},
+		{"nginx mTLS client", "nginx", []string{"nginx", "-t", "-e", filepath.Join(dir, "e.log"), "-p", dir, "-c", write("nginx-c.conf", nginxHop(dir, listen, up, client))}},
+		{"haproxy", "haproxy", []string{"haproxy", "-c", "-f", write("haproxy.cfg", haproxyConfig(listen, up))}},
+		{"haproxy mTLS server", "haproxy", []string{"haproxy", "-c", "-f", write("haproxy-s.cfg", haproxyHop(listen, up, server))}},
+		{"haproxy mTLS client", "haproxy", []string{"haproxy", "-c", "-f", write("haproxy-c.cfg", haproxyHop(listen, up, client))}},
+		{"caddy", "caddy", []string{"caddy", "adapt", "--adapter", "caddyfile", "--config", write("Caddyfile", caddyConfig(listen, up))}},
 	}
 	for _, c := range checks {
-		t.Run(c.tool, func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			if _, err := exec.LookPath(c.tool); err != nil {
 				t.Skipf("%s not installed (.ci/install-bench-tools.sh)", c.tool)
 			}
@@ -400,5 +411,39 @@ func TestWritePageKeepsHandWrittenPart(t *testing.T) {
 	want := "# new tables\n\n" + handWrittenMarker + "\n\n## Analysis\nkept\n"
 	if string(got) != want {
 		t.Errorf("page = %q, want %q", got, want)
+	}
+}
+
+func TestWriteMTLS(t *testing.T) {
+	// haproxy-mtls without plaintext haproxy: no cost row, but a comparison column.
+	r := newReport([]string{chainDir, chainMesh, chainMeshTL, chainNgx, chainNgxTLS, chainHAPTLS})
+	for ch, rps := range map[string]float64{chainDir: 40000, chainMesh: 10000, chainMeshTL: 8000, chainNgx: 20000, chainNgxTLS: 16000, chainHAPTLS: 32000} {
+		r.add(testH1, ch, sample{res: result{Requests: 100, RPS: rps}, cpuTicks: 10})
+		r.add(testFixed, ch, sample{res: result{Requests: 100, RPS: 2000, P50: time.Duration(1e9 / rps)}, cpuTicks: uint64(4e5 / rps)})
+	}
+	r.Mem[chainMesh] = memRow{ClientPeak: 1024, ServerPeak: 1024}
+	r.Mem[chainMeshTL] = memRow{ClientPeak: 2048, ServerPeak: 1024}
+	r.Mem[chainNgxTLS] = memRow{ClientPeak: 1024, ServerPeak: 2048}
+	var b bytes.Buffer
+	r.writeTables(&b)
+	doc := b.String()
+	for _, w := range []string{
+		// cost of mTLS: mTLS / plaintext.
+		"| meshproxy | 0.80x | n/a | n/a | 1.25x | n/a | 1.25x | n/a | 1.50x |\n",
+		"| nginx | 0.80x | n/a | n/a | 1.25x | n/a | 1.25x | n/a | n/a |\n",
+		"| | meshproxy-mtls | nginx-mtls | haproxy-mtls | meshproxy-mtls vs nginx-mtls | meshproxy-mtls vs haproxy-mtls |\n",
+		"| HTTP/1.1 rps (wrk) | 8000 | 16000 | 32000 | 0.50x | 0.25x |\n",
+		"| HTTP/1.1 p50 at 2000 rps | 0.125 ms | 0.062 ms | 0.031 ms | 2.00x | 4.00x |\n",
+		"| peak memory, both proxies | 3.0 MiB | 3.0 MiB | n/a | 1.00x | n/a |\n",
+		// The summary compares mTLS chains with nginx-mtls.
+		"**meshproxy-mtls**: throughput vs nginx-mtls 0.50x (HTTP/1.1)",
+		"**meshproxy**: throughput vs nginx 0.50x (HTTP/1.1)",
+	} {
+		if !strings.Contains(doc, w) {
+			t.Errorf("tables do not contain %q; got:\n%s", w, doc)
+		}
+	}
+	if strings.Contains(doc, "| haproxy | ") {
+		t.Errorf("cost table has a haproxy row without a plaintext haproxy chain:\n%s", doc)
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -111,12 +113,23 @@ func (c *chainRun) readPeak() (memRow, error) {
 // startChain starts the two proxies of a chain in front of back: the
 // server-side one (upstream: the backend) on cpuServer, then the client-side one
 // (upstream: the server-side one) on cpuClient.
-func startChain(name string, o options, tmp string, procs *procSet, ports *portAlloc, back addrs) (*chainRun, error) {
+//
+// The "-mtls" chains make the middle hop mutual TLS 1.3 with the certificates
+// in certs (see hopTLS); their verify checks that the server-side proxy refuses
+// a client without a certificate and serves one with.
+func startChain(name string, o options, tmp string, procs *procSet, ports *portAlloc, back addrs, certs certFiles) (*chainRun, error) {
 	if name == chainDir {
 		return &chainRun{name: name, target: back}, nil
 	}
-	if name == "meshproxy" {
-		return startMesh(o, tmp, procs, ports, back)
+	if name == chainMesh || name == chainMeshTL {
+		return startMesh(o, tmp, procs, ports, back, name == chainMeshTL)
+	}
+	base, mtls := strings.CutSuffix(name, mtlsSuffix)
+	hop := func(side string) hopTLS {
+		if !mtls {
+			return hopTLS{}
+		}
+		return hopTLS{role: side, certs: certs}
 	}
 	p1, err := ports.addrs()
 	if err != nil {
@@ -128,29 +141,29 @@ func startChain(name string, o options, tmp string, procs *procSet, ports *portA
 	}
 	cr := &chainRun{name: name, target: p1}
 	var start func(side string, cpu int, listen, up addrs) (*child, error)
-	switch name {
-	case "nginx":
+	switch {
+	case base == "nginx":
 		start = func(side string, cpu int, listen, up addrs) (*child, error) {
-			dir := filepath.Join(tmp, "nginx-"+side)
+			dir := filepath.Join(tmp, name+"-"+side)
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return nil, err
 			}
 			conf := filepath.Join(dir, "nginx.conf")
-			if err := os.WriteFile(conf, []byte(nginxConfig(dir, listen, up)), 0o644); err != nil {
+			if err := os.WriteFile(conf, []byte(nginxHop(dir, listen, up, hop(side))), 0o644); err != nil {
 				return nil, err
 			}
-			return procs.start("nginx-"+side, cpu, nil, "nginx", "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", conf)
+			return procs.start(name+"-"+side, cpu, nil, "nginx", "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", conf)
 		}
-	case "haproxy":
+	case base == "haproxy":
 		start = func(side string, cpu int, listen, up addrs) (*child, error) {
-			conf := filepath.Join(tmp, "haproxy-"+side+".cfg")
-			if err := os.WriteFile(conf, []byte(haproxyConfig(listen, up)), 0o644); err != nil {
+			conf := filepath.Join(tmp, name+"-"+side+".cfg")
+			if err := os.WriteFile(conf, []byte(haproxyHop(listen, up, hop(side))), 0o644); err != nil {
 				return nil, err
 			}
 			// -db: stay in the foreground, so the PID we hold is the proxy.
-			return procs.start("haproxy-"+side, cpu, nil, "haproxy", "-db", "-f", conf)
+			return procs.start(name+"-"+side, cpu, nil, "haproxy", "-db", "-f", conf)
 		}
-	case "caddy":
+	case name == "caddy":
 		start = func(side string, cpu int, listen, up addrs) (*child, error) {
 			dir := filepath.Join(tmp, "caddy-"+side)
 			if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -164,47 +177,163 @@ func startChain(name string, o options, tmp string, procs *procSet, ports *portA
 			return procs.start("caddy-"+side, cpu, env, "caddy", "run", "--adapter", "caddyfile", "--config", conf)
 		}
 	default:
-		return nil, fmt.Errorf("unknown chain %q (want direct, meshproxy, nginx, haproxy or caddy)", name)
+		return nil, fmt.Errorf("unknown chain %q (want one of %s)", name, strings.Join(allChains, ", "))
 	}
-	srv, err := start("server", cpuServer, p2, back)
+	srv, err := start(roleServer, cpuServer, p2, back)
 	if err != nil {
 		return nil, err
 	}
 	cr.server = map[string]*child{testH1: srv, testH2C: srv, testGRPC: srv}
-	if cr.client, err = start("client", cpuClient, p1, p2); err != nil {
+	if cr.client, err = start(roleClient, cpuClient, p1, p2); err != nil {
 		return nil, err
+	}
+	if mtls {
+		cr.verify = func() error { return verifyMTLS(p2, certs) }
 	}
 	return cr, nil
 }
 
+// verifyMTLS checks that each listener of a server-side proxy at server speaks
+// TLS 1.3 only with a client certificate: a request with the bench client's
+// certificate succeeds (over HTTP/2, negotiated by ALPN, on the h2c and gRPC
+// listeners), and one without a certificate and one in plaintext fail.
+func verifyMTLS(server addrs, certs certFiles) error {
+	h1, err := certs.tlsConfig(certClient, "http/1.1")
+	if err != nil {
+		return err
+	}
+	h2, err := certs.tlsConfig(certClient, "h2")
+	if err != nil {
+		return err
+	}
+	noCert, err := certs.tlsConfig("", "h2", "http/1.1")
+	if err != nil {
+		return err
+	}
+	if proto, err := tlsGet(server.H1, hostH1, h1); err != nil || proto != "HTTP/1.1" {
+		return fmt.Errorf("%s with the client certificate: got %q, %v; want HTTP/1.1", server.H1, proto, err)
+	}
+	if proto, err := tlsGet(server.H2C, hostH2C, h2); err != nil || proto != "HTTP/2.0" {
+		return fmt.Errorf("%s with the client certificate: got %q, %v; want HTTP/2.0", server.H2C, proto, err)
+	}
+	if err := grpcCheck(server.GRPC, credentials.NewTLS(h2)); err != nil {
+		return fmt.Errorf("%s gRPC with the client certificate: %w", server.GRPC, err)
+	}
+	for _, l := range []struct{ addr, host string }{{server.H1, hostH1}, {server.H2C, hostH2C}} {
+		if _, err := tlsGet(l.addr, l.host, noCert); err == nil {
+			return fmt.Errorf("%s accepted a TLS client without a certificate", l.addr)
+		}
+		if _, err := tlsGet(l.addr, l.host, nil); err == nil {
+			return fmt.Errorf("%s accepted plaintext", l.addr)
+		}
+	}
+	if err := grpcCheck(server.GRPC, credentials.NewTLS(noCert)); err == nil {
+		return fmt.Errorf("%s accepted a gRPC client without a certificate", server.GRPC)
+	}
+	if err := grpcCheck(server.GRPC, insecure.NewCredentials()); err == nil {
+		return fmt.Errorf("%s accepted plaintext gRPC", server.GRPC)
+	}
+	return nil
+}
+
+// grpcCheck makes one health check to addr with creds on a fresh connection.
+func grpcCheck(addr string, creds credentials.TransportCredentials) error {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if creds.Info().SecurityProtocol == "insecure" {
+		// Over TLS the authority is the server name the credentials verify.
+		opts = append(opts, grpc.WithAuthority(hostGRPC))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return err
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return errors.New("health: " + resp.GetStatus().String())
+	}
+	return nil
+}
+
+// tlsGet sends GET / with Host host to addr over TLS with c (plaintext HTTP/1.1
+// if c is nil) on a fresh connection and returns the response's protocol. It
+// fails unless the connection is TLS 1.3 and the response is a 200.
+func tlsGet(addr, host string, c *tls.Config) (string, error) {
+	var tr *http.Transport
+	scheme := "http"
+	if c != nil {
+		scheme = "https"
+		var p http.Protocols
+		p.SetHTTP1(slices.Contains(c.NextProtos, "http/1.1"))
+		p.SetHTTP2(slices.Contains(c.NextProtos, "h2"))
+		tr = &http.Transport{TLSClientConfig: c, Protocols: &p, ForceAttemptHTTP2: true}
+	} else {
+		tr = &http.Transport{}
+	}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	req, err := http.NewRequest("GET", scheme+"://"+addr+"/", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Host = host
+	resp, err := cl.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if c != nil && (resp.TLS == nil || resp.TLS.Version != tls.VersionTLS13) {
+		return "", fmt.Errorf("not TLS 1.3: %+v", resp.TLS)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s", resp.Status)
+	}
+	return resp.Proto, nil
+}
+
 // startMesh builds (unless --bin-dir is given) and starts controlplane, one
-// server-side meshproxy per protocol and the client-side meshproxy.
-func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back addrs) (*chainRun, error) {
+// server-side meshproxy per protocol and the client-side meshproxy. With mtls
+// the mesh keeps its default mode (STRICT) and every sidecar joins with a
+// join token minted on the control plane's data directory; without, the model
+// has a mesh-wide PeerAuthentication with mode DISABLE, so the sidecar hop is
+// h2c. Each variant has its own control plane, model and data directory.
+func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back addrs, mtls bool) (*chainRun, error) {
+	name := chainMesh
+	if mtls {
+		name = chainMeshTL
+	}
 	bin := o.binDir
 	if bin == "" {
 		bin = filepath.Join(tmp, "bin")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		// The release build (README): grpcnotrace and no cgo, for the smallest RSS.
-		cmd := exec.CommandContext(ctx, "go", "build", "-tags", "grpcnotrace", "-o", bin+"/", "./cmd/meshproxy", "./cmd/controlplane")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build ./cmd/meshproxy ./cmd/controlplane: %w: %s", err, strings.TrimSpace(string(out)))
+		if err := buildMesh(bin); err != nil {
+			return nil, err
 		}
 	}
-	model := filepath.Join(tmp, "mesh")
+	model := filepath.Join(tmp, name+"-model")
 	if err := os.MkdirAll(model, 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(model, "bench.yaml"), []byte(meshModel()), 0o644); err != nil {
+	doc := meshModel()
+	if !mtls {
+		doc += "---\n" + peerAuthDisable()
+	}
+	if err := os.WriteFile(filepath.Join(model, "bench.yaml"), []byte(doc), 0o644); err != nil {
 		return nil, err
 	}
+	data := filepath.Join(tmp, name+"-data")
+	cpBin := filepath.Join(bin, "controlplane")
 	xds, err := ports.next()
 	if err != nil {
 		return nil, err
 	}
-	cp, err := procs.start("controlplane", cpuServer, []string{"GOMAXPROCS=1"},
-		filepath.Join(bin, "controlplane"), "--xds-addr", xds, "--model-dir", model, "--log-level", "warn")
+	cp, err := procs.start(name+"-controlplane", cpuServer, []string{"GOMAXPROCS=1"},
+		cpBin, "--xds-addr", xds, "--model-dir", model, "--data-dir", data, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
@@ -214,16 +343,24 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 	mp := filepath.Join(bin, "meshproxy")
 	env := []string{"GOMAXPROCS=1"}
 	var admins []string
-	sidecar := func(name string, cpu int, args ...string) (*child, error) {
+	sidecar := func(workload string, cpu int, args ...string) (*child, error) {
 		admin, err := ports.next()
 		if err != nil {
 			return nil, err
 		}
 		admins = append(admins, admin)
-		argv := append([]string{mp, "--xds", xds, "--admin", admin, "--log-level", "warn", "--shutdown-grace", "1s"}, args...)
-		return procs.start("meshproxy-"+name, cpu, env, argv...)
+		argv := []string{mp, "--xds", xds, "--admin", admin, "--log-level", "warn", "--shutdown-grace", "1s",
+			"--namespace", "default", "--workload", workload, "--labels", "app=" + workload}
+		if mtls {
+			tok, err := joinToken(cpBin, data, workload)
+			if err != nil {
+				return nil, err
+			}
+			argv = append(argv, "--join-token", tok)
+		}
+		return procs.start(name+"-"+workload, cpu, env, append(argv, args...)...)
 	}
-	cr := &chainRun{name: "meshproxy", server: map[string]*child{}, others: []*child{cp}}
+	cr := &chainRun{name: name, server: map[string]*child{}, others: []*child{cp}}
 	var inbounds []string
 	for _, s := range []struct{ test, workload, app string }{
 		{testH1, hostH1, back.H1}, {testH2C, hostH2C, back.H2C}, {testGRPC, hostGRPC, back.GRPC},
@@ -233,8 +370,7 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 			return nil, err
 		}
 		inbounds = append(inbounds, in)
-		c, err := sidecar(s.workload, cpuServer, "--workload", s.workload, "--labels", "app="+s.workload,
-			"--inbound", in, "--app", s.app)
+		c, err := sidecar(s.workload, cpuServer, "--inbound", in, "--app", s.app)
 		if err != nil {
 			return nil, err
 		}
@@ -244,7 +380,7 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 	if err != nil {
 		return nil, err
 	}
-	if cr.client, err = sidecar("client", cpuClient, "--workload", "client", "--labels", "app=client", "--outbound", out); err != nil {
+	if cr.client, err = sidecar("client", cpuClient, "--outbound", out); err != nil {
 		return nil, err
 	}
 	cr.target = addrs{H1: out, H2C: out, GRPC: out}
@@ -272,7 +408,14 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 				return fmt.Errorf("client sidecar /config_dump mentions the backend %s directly", b)
 			}
 		}
-		return nil
+		// The server sidecar sets x-forwarded-client-cert only for a caller that
+		// presented a certificate (docs/identity.md), so the header the backend
+		// sees tells which chain this is.
+		xfcc, err := probeXFCC(out)
+		if err != nil {
+			return err
+		}
+		return checkXFCC(xfcc, mtls)
 	}
 	for _, a := range admins {
 		if err := waitReady(a, 30*time.Second, cr.alive); err != nil {
@@ -280,6 +423,86 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 		}
 	}
 	return cr, nil
+}
+
+// checkXFCC checks the x-forwarded-client-cert header the bench backend saw
+// behind the server sidecar of Service bench: with mTLS it names the server
+// sidecar (By) and the client sidecar (URI), without it is absent.
+func checkXFCC(xfcc string, mtls bool) error {
+	if !mtls {
+		if xfcc != "" {
+			return fmt.Errorf("plaintext chain: backend got x-forwarded-client-cert %q, want none", xfcc)
+		}
+		return nil
+	}
+	for _, want := range []string{"By=" + spiffeID(hostH1), "URI=" + spiffeID("client"), "Hash="} {
+		if !strings.Contains(xfcc, want) {
+			return fmt.Errorf("backend got x-forwarded-client-cert %q, want it to contain %q", xfcc, want)
+		}
+	}
+	return nil
+}
+
+// probeXFCC asks the backend, through the chain's HTTP/1.1 entry, for the
+// x-forwarded-client-cert header of the request it received.
+func probeXFCC(entry string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	req, err := http.NewRequest("GET", "http://"+entry+xfccPath, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Host = hostH1
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s %q", xfccPath, resp.Status, body)
+	}
+	return string(body), nil
+}
+
+// buildMesh builds meshproxy and controlplane into bin unless a previous chain
+// of this run already did.
+func buildMesh(bin string) error {
+	if _, err := os.Stat(filepath.Join(bin, "controlplane")); err == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// The release build (README): grpcnotrace and no cgo, for the smallest RSS.
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "grpcnotrace", "-o", bin+"/", "./cmd/meshproxy", "./cmd/controlplane")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/meshproxy ./cmd/controlplane: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// joinToken mints a join token for workload (its service account is the
+// workload name) with `controlplane token create` on the data directory data.
+func joinToken(controlplane, data, workload string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, controlplane, "token", "create", "--data-dir", data,
+		"--namespace", "default", "--service-account", workload)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("controlplane token create for %s: %w: %s", workload, err, strings.TrimSpace(stderr.String()))
+	}
+	tok := strings.TrimSpace(string(out))
+	if tok == "" || strings.ContainsAny(tok, " \n\t") {
+		return "", fmt.Errorf("controlplane token create for %s: want one token on stdout, got %q", workload, out)
+	}
+	return tok, nil
 }
 
 // waitTCP waits until addr accepts connections or c exits.

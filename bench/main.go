@@ -60,9 +60,9 @@ func main() {
 	quick := flag.Bool("quick", false, "smoke run: 2s measurements, 1 round, short warm-up; does not write --out unless given")
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of each measurement (whole seconds)")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up per chain and test before the measured rounds")
-	flag.IntVar(&o.rounds, "rounds", 5, "measured rounds per test; chains run round-robin in each round")
+	flag.IntVar(&o.rounds, "rounds", 4, "measured rounds per test; chains run round-robin in each round")
 	flag.IntVar(&o.rate, "rate", 2000, "requests/s for the fixed-rate latency test")
-	flag.StringVar(&chains, "chains", "direct,meshproxy,nginx,haproxy,caddy", "comma-separated chains to run")
+	flag.StringVar(&chains, "chains", strings.Join(allChains, ","), "comma-separated chains to run")
 	flag.StringVar(&tests, "tests", strings.Join(allTests, ","), "comma-separated tests to run")
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown file to write the results page to (empty: none)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write every sample as JSON to this file")
@@ -106,9 +106,13 @@ func main() {
 	}
 	o.warmup = o.warmup.Round(time.Second)
 	for _, c := range strings.Split(chains, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			o.chains = append(o.chains, c)
+		if c = strings.TrimSpace(c); c == "" {
+			continue
 		}
+		if !slices.Contains(allChains, c) {
+			log.Fatalf("unknown chain %q (want one of %v)", c, allChains)
+		}
+		o.chains = append(o.chains, c)
 	}
 
 	for _, t := range strings.Split(tests, ",") {
@@ -215,6 +219,17 @@ func run(o options, command string) error {
 		return err
 	}
 
+	// Throwaway CA and SVIDs for the C-proxy mTLS chains (meshproxy's come from
+	// the control plane's own CA).
+	certDir := filepath.Join(tmp, "certs")
+	if err := os.MkdirAll(certDir, 0o755); err != nil {
+		return err
+	}
+	certs, err := writeCerts(certDir, certClient, certServer)
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+
 	procs := &procSet{logDir: tmp}
 	defer func() {
 		if err := procs.stopAll(); err != nil {
@@ -263,7 +278,7 @@ func run(o options, command string) error {
 
 	var runs []*chainRun
 	for _, name := range o.chains {
-		cr, err := startChain(name, o, tmp, procs, ports, back)
+		cr, err := startChain(name, o, tmp, procs, ports, back, certs)
 		if err != nil {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("chain %s not measured: %v", name, err))
 			log.Printf("chain %s not measured: %v", name, err)
@@ -332,7 +347,7 @@ func run(o options, command string) error {
 					return err2
 				}
 				rep.add(test, cr.name, sample{res: res, cpuTicks: t1 - t0})
-				log.Printf("%-6s %-9s round %d: %8.0f rps  p50 %-10s p99 %-10s errors %d  proxy cpu %.2fs",
+				log.Printf("%-6s %-14s round %d: %8.0f rps  p50 %-10s p99 %-10s errors %d  proxy cpu %.2fs",
 					test, cr.name, round+1, res.RPS, res.P50, res.P99, res.Errors, float64(t1-t0)/clockTicks)
 			}
 		}

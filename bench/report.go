@@ -20,9 +20,20 @@ const (
 	testFixG  = "fixed-grpc" // ghz, gRPC unary at a fixed rate
 	chainDir  = "direct"     // no proxy: the baseline
 	chainNgx  = "nginx"      // the reference proxy chain
+	chainMesh = "meshproxy"
+
+	// mtlsSuffix marks a chain whose middle hop is mutual TLS; the chain without
+	// the suffix is the same proxy in plaintext.
+	mtlsSuffix  = "-mtls"
+	chainNgxTLS = chainNgx + mtlsSuffix // the reference mTLS chain
+	chainHAPTLS = "haproxy" + mtlsSuffix
+	chainMeshTL = chainMesh + mtlsSuffix
 )
 
 var allTests = []string{testH1, testH2C, testGRPC, testFixed, testFixG}
+
+// allChains are the chains --chains accepts, in the default order.
+var allChains = []string{chainDir, chainMesh, chainMeshTL, chainNgx, chainNgxTLS, "haproxy", chainHAPTLS, "caddy"}
 
 // sample is one measurement of one chain in one test.
 type sample struct {
@@ -194,25 +205,120 @@ func (r *report) summary() []string {
 		}
 		return fmt.Sprintf("%+.2f ms", float64(c-d)/1e6)
 	}
-	vsNgx := func(test, ch string) string { return ratio(r.get(test, ch).rps(), r.get(test, chainNgx).rps()) }
-	cpuNgx := func(test, ch string) string {
-		return ratio(r.get(test, ch).mcpuPer1k(), r.get(test, chainNgx).mcpuPer1k())
-	}
 	for _, ch := range r.Chains {
 		if ch == chainDir {
 			continue
 		}
-		m := r.Mem[ch]
-		ngx := r.Mem[chainNgx]
-		out = append(out, fmt.Sprintf("**%s**: throughput vs nginx %s (HTTP/1.1), %s (h2c), %s (gRPC); "+
+		// mTLS chains are compared with nginx doing mTLS too.
+		ref := chainNgx
+		if strings.HasSuffix(ch, mtlsSuffix) && slices.Contains(r.Chains, chainNgxTLS) {
+			ref = chainNgxTLS
+		}
+		vs := func(test string) string { return ratio(r.get(test, ch).rps(), r.get(test, ref).rps()) }
+		cpu := func(test string) string { return ratio(r.get(test, ch).mcpuPer1k(), r.get(test, ref).mcpuPer1k()) }
+		m, rm := r.Mem[ch], r.Mem[ref]
+		out = append(out, fmt.Sprintf("**%s**: throughput vs %s %s (HTTP/1.1), %s (h2c), %s (gRPC); "+
 			"p50 added to the direct path at %s: %s (HTTP/1.1), %s (gRPC); "+
-			"proxy CPU vs nginx %s (HTTP/1.1) and %s (gRPC) at that rate; peak memory of both proxies %s (%s nginx).",
-			ch, vsNgx(testH1, ch), vsNgx(testH2C, ch), vsNgx(testGRPC, ch),
+			"proxy CPU vs %s %s (HTTP/1.1) and %s (gRPC) at that rate; peak memory of both proxies %s (%s %s).",
+			ch, ref, vs(testH1), vs(testH2C), vs(testGRPC),
 			r.rateLabel(), added(testFixed, ch), added(testFixG, ch),
-			cpuNgx(testFixed, ch), cpuNgx(testFixG, ch),
-			fmtMiB(m.ClientPeak+m.ServerPeak), ratio(float64(m.ClientPeak+m.ServerPeak), float64(ngx.ClientPeak+ngx.ServerPeak))))
+			ref, cpu(testFixed), cpu(testFixG),
+			fmtMiB(m.ClientPeak+m.ServerPeak), ratio(float64(m.ClientPeak+m.ServerPeak), float64(rm.ClientPeak+rm.ServerPeak)), ref))
 	}
 	return out
+}
+
+// mtlsPairs are the chains with an "-mtls" variant in the report whose
+// plaintext chain is in the report too, as (plaintext, mTLS), in report order.
+func (r *report) mtlsPairs() [][2]string {
+	var out [][2]string
+	for _, ch := range r.Chains {
+		if plain, ok := strings.CutSuffix(ch, mtlsSuffix); ok && slices.Contains(r.Chains, plain) {
+			out = append(out, [2]string{plain, ch})
+		}
+	}
+	return out
+}
+
+// peak is the summed peak memory of a chain's two proxies, in KiB.
+func (r *report) peak(ch string) float64 {
+	m := r.Mem[ch]
+	return float64(m.ClientPeak + m.ServerPeak)
+}
+
+// writeMTLS writes the two mTLS tables: each proxy with mTLS against itself in
+// plaintext, and meshproxy-mtls against the other mTLS chains.
+func (r *report) writeMTLS(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	if pairs := r.mtlsPairs(); len(pairs) > 0 {
+		p("\n### The cost of mTLS: each proxy with mTLS between the two proxies / the same proxy in plaintext\n\n")
+		p("Throughput: below 1.00x is the cost; latency, CPU and memory: above 1.00x is the cost.\n\n")
+		p("| proxy | HTTP/1.1 rps | h2c rps | gRPC rps | HTTP/1.1 p50 at %[1]s | gRPC p50 at %[1]s | HTTP/1.1 CPU at %[1]s | gRPC CPU at %[1]s | peak memory |\n", r.rateLabel())
+		p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, pr := range pairs {
+			plain, tls := pr[0], pr[1]
+			p("| %s", plain)
+			for _, t := range []string{testH1, testH2C, testGRPC} {
+				p(" | %s", ratio(r.get(t, tls).rps(), r.get(t, plain).rps()))
+			}
+			for _, t := range []string{testFixed, testFixG} {
+				p(" | %s", ratio(float64(r.get(t, tls).p50()), float64(r.get(t, plain).p50())))
+			}
+			for _, t := range []string{testFixed, testFixG} {
+				p(" | %s", ratio(r.get(t, tls).mcpuPer1k(), r.get(t, plain).mcpuPer1k()))
+			}
+			p(" | %s |\n", ratio(r.peak(tls), r.peak(plain)))
+		}
+	}
+
+	if !slices.Contains(r.Chains, chainMeshTL) {
+		return
+	}
+	var others []string
+	for _, ch := range r.Chains {
+		if ch != chainMeshTL && strings.HasSuffix(ch, mtlsSuffix) {
+			others = append(others, ch)
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	p("\n### %s against the other proxies with mTLS\n\n", chainMeshTL)
+	p("| | %s", chainMeshTL)
+	for _, o := range others {
+		p(" | %s", o)
+	}
+	for _, o := range others {
+		p(" | %s vs %s", chainMeshTL, o)
+	}
+	p(" |\n| ---%s |\n", strings.Repeat(" | ---:", 1+2*len(others)))
+	row := func(label string, f func(ch string) float64, format func(float64) string) {
+		p("| %s | %s", label, format(f(chainMeshTL)))
+		for _, o := range others {
+			p(" | %s", format(f(o)))
+		}
+		for _, o := range others {
+			p(" | %s", ratio(f(chainMeshTL), f(o)))
+		}
+		p(" |\n")
+	}
+	lat := func(v float64) string { return fmtLat(time.Duration(v)) }
+	cpu := func(v float64) string {
+		if v == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.1f mcores", v)
+	}
+	mib := func(v float64) string { return fmtMiB(int64(v)) }
+	row("HTTP/1.1 rps (wrk)", func(ch string) float64 { return r.get(testH1, ch).rps() }, fmtRPS)
+	row("h2c rps (h2load)", func(ch string) float64 { return r.get(testH2C, ch).rps() }, fmtRPS)
+	row("gRPC rps (ghz)", func(ch string) float64 { return r.get(testGRPC, ch).rps() }, fmtRPS)
+	for _, fx := range []struct{ test, name string }{{testFixed, "HTTP/1.1"}, {testFixG, "gRPC"}} {
+		row(fx.name+" p50 at "+r.rateLabel(), func(ch string) float64 { return float64(r.get(fx.test, ch).p50()) }, lat)
+		row(fx.name+" p99 at "+r.rateLabel(), func(ch string) float64 { return float64(r.get(fx.test, ch).p99()) }, lat)
+		row(fx.name+" CPU per 1,000 rps", func(ch string) float64 { return r.get(fx.test, ch).mcpuPer1k() }, cpu)
+	}
+	row("peak memory, both proxies", r.peak, mib)
 }
 
 // rateLabel is the achieved rate of the direct path in the fixed-rate test,
@@ -316,6 +422,8 @@ func (r *report) writeTables(w io.Writer) {
 			fmtMiB(m.ServerIdle), fmtMiB(m.ServerPeak), fmtMiB(both), ratio(float64(both), float64(ngx.ClientPeak+ngx.ServerPeak)))
 	}
 
+	r.writeMTLS(w)
+
 	p("\n### Errors (failed requests summed over rounds; should all be 0)\n\n")
 	p("| chain | HTTP/1.1 | h2c | gRPC | HTTP/1.1 fixed rate | gRPC fixed rate |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, ch := range r.Chains {
@@ -335,8 +443,9 @@ func (r *report) writeDoc(w io.Writer) {
 	p("# Benchmarks: meshproxy against nginx, HAProxy and Caddy\n\n")
 	p("This page is generated by `go run ./bench` (source: [`bench/`](../bench)); re-run it to refresh the numbers.\n\n")
 	p("## What is measured\n\n")
-	p("The same load goes to a Go backend directly and through four chains of two proxies, the shape of a\n")
-	p("sidecar-to-sidecar call: load generator -> proxy 1 (client side) -> proxy 2 (server side) -> backend.\n\n")
+	p("The same load goes to a Go backend directly and through chains of two proxies, the shape of a\n")
+	p("sidecar-to-sidecar call: load generator -> proxy 1 (client side) -> proxy 2 (server side) -> backend.\n")
+	p("Each proxy runs once in plaintext and once (`-mtls`) with mutual TLS between the two proxies.\n\n")
 	p("- **direct**: no proxy, the baseline.\n")
 	p("- **meshproxy**: a real `controlplane` with a model directory the bench writes, a client-side `meshproxy`\n")
 	p("  (outbound listener, Host `bench`) and a server-side `meshproxy` (inbound listener -> backend), configured\n")
@@ -344,12 +453,36 @@ func (r *report) writeDoc(w io.Writer) {
 	p("  `appProtocol`. A sidecar has one inbound listener and one app address, so there is one Service and one\n")
 	p("  server-side sidecar per protocol (`bench` http, `bench-h2c` h2c, `bench-grpc` grpc), all in front of the same backend.\n")
 	p("  A test's CPU counts the client sidecar and that protocol's server sidecar; server-side memory is the\n")
-	p("  largest of the three.\n")
+	p("  largest of the three. mTLS is on by default in the mesh; this chain turns it off mesh-wide with a\n")
+	p("  `PeerAuthentication` (`mtls.mode: DISABLE`) in the root namespace `tinymesh-system`.\n")
+	p("- **meshproxy-mtls**: the same sidecars with the mesh's default mode, STRICT ([identity.md](identity.md)):\n")
+	p("  the control plane runs its own CA (`--data-dir`), each sidecar gets its X.509-SVID with a join token\n")
+	p("  (`controlplane token create`, `meshproxy --join-token`) and its trust bundle over SDS. Sidecar to sidecar\n")
+	p("  is TLS 1.3 with ALPN `h2`, both certificates verified, for every test (the sidecar hop is always HTTP/2);\n")
+	p("  the server sidecar checks the client's SPIFFE ID only against the CA (no `AuthorizationPolicy`), and\n")
+	p("  the client sidecar checks the server's URI SAN. The chain's check before measuring reads the\n")
+	p("  `x-forwarded-client-cert` header the server sidecar sets (the bench backend answers it on a probe path).\n")
 	p("- **nginx**, **haproxy**, **caddy**: Debian packages, two processes each, reverse proxies with keep-alive\n")
 	p("  upstreams. HTTP/1.1 test: HTTP/1.1 on every hop. h2c and gRPC tests: HTTP/2 prior knowledge on every hop\n")
 	p("  (nginx `listen ... http2` + `grpc_pass`, its only HTTP/2 upstream; HAProxy `proto h2`; Caddy `h2c://`).\n")
 	p("  Debian 12 ships nginx 1.22, which predates `http2 on` (1.25.1), hence `listen ... http2`.\n")
-	p("  The rendered configs are in `bench/configs.go`; `go run ./bench --keep-tmp` keeps them with the logs.\n\n")
+	p("  The rendered configs are in `bench/configs.go`; `go run ./bench --keep-tmp` keeps them with the logs.\n")
+	p("- **nginx-mtls**, **haproxy-mtls**: the same two chains with mutual TLS 1.3 between the proxies; the\n")
+	p("  generator -> client-side proxy and server-side proxy -> backend legs stay plaintext, as with a sidecar.\n")
+	p("  At start the bench makes a throwaway CA and two SPIFFE-style leaves with crypto/x509 (ECDSA P-256, URI\n")
+	p("  SAN `spiffe://cluster.local/ns/default/sa/bench-client` and `.../sa/bench-server`; the server's also has\n")
+	p("  the DNS SAN `bench-server`, since nginx and HAProxy check an upstream's name against DNS SANs only).\n")
+	p("  The server side requires and verifies the client certificate against the CA (nginx `ssl_verify_client\n")
+	p("  on`, HAProxy `verify required`; neither can match a URI SAN); the client side presents its certificate\n")
+	p("  and verifies the server's (`proxy_ssl_verify`/`grpc_ssl_verify` with `*_ssl_name`, HAProxy `verify\n")
+	p("  required verifyhost`). Middle hop, HTTP/1.1 test: HTTP/1.1 over TLS in both (nginx `proxy_pass\n")
+	p("  https://`, HAProxy `ssl` server without ALPN); h2c and gRPC tests: HTTP/2 over TLS, ALPN `h2` (nginx\n")
+	p("  `grpc_pass grpcs://`, HAProxy `alpn h2` on the server and bind lines). Before measuring, the bench checks\n")
+	p("  that the server-side proxy serves a client with the bench client certificate over TLS 1.3 (HTTP/2 on the\n")
+	p("  h2c and gRPC ports) and refuses one without a certificate and one in plaintext; `go test ./bench`\n")
+	p("  checks what the client-side proxies speak on that hop against a Go TLS server.\n")
+	p("  All connections are kept alive, so handshakes are rare: the mTLS chains mostly measure record\n")
+	p("  encryption and the TLS layer's buffering. OpenSSL prefers AES-256-GCM, Go AES-128-GCM.\n\n")
 	p("Tests, each run for every chain in turn (round-robin, several short rounds so drift hits all chains alike):\n\n")
 	p("- HTTP/1.1 keep-alive throughput at saturation: `wrk`.\n")
 	p("- h2c throughput at saturation: `h2load`, several concurrent streams per connection.\n")
@@ -368,7 +501,7 @@ func (r *report) writeDoc(w io.Writer) {
 		p("- %s\n", s)
 	}
 	p("\nTools: install with `.ci/install-bench-tools.sh` (apt: wrk, nghttp2-client, nginx, haproxy, caddy;\n")
-	p("`go install` ghz and fortio). `go run ./bench -h` lists the flags (`--quick` is a smoke run under 2 minutes).\n")
+	p("`go install` ghz and fortio). `go run ./bench -h` lists the flags (`--quick` is a smoke run of about 3 minutes).\n")
 	p("`--json FILE` also saves every sample; `go run ./bench --render FILE` re-renders this page from such a file\n")
 	p("without measuring (the samples of the run below are in `bench/results/`).\n\n")
 	p("## Machine\n\n")
@@ -387,6 +520,9 @@ func (r *report) writeDoc(w io.Writer) {
 	p("- \"vs direct\" divides by the direct path and \"vs nginx\" by the nginx chain. For throughput higher is\n")
 	p("  better, so a meshproxy \"vs nginx\" of 1.10x means 10%% more requests/s than two nginx; for latency, CPU\n")
 	p("  and memory lower is better, so 0.90x is 10%% less.\n")
+	p("- In the main tables the `-mtls` chains are also divided by plaintext nginx; the summary compares\n")
+	p("  them with nginx-mtls, and the two mTLS tables compare each with its plaintext self (the cost of mTLS)\n")
+	p("  and meshproxy-mtls with the other proxies doing mTLS.\n")
 	p("- The saturation tests measure the whole machine: with two cores the load generator shares CPU 0\n")
 	p("  with the client-side proxy, so a proxy that needs less CPU leaves more to the generator and the\n")
 	p("  backend. Compare chains with each other, not with published numbers of other machines.\n")

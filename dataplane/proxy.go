@@ -11,7 +11,6 @@ package dataplane
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/httpproxy"
 	"github.com/tinymesh/tinymesh/dataplane/listener"
+	"github.com/tinymesh/tinymesh/dataplane/rbac"
 	"github.com/tinymesh/tinymesh/dataplane/route"
 	"github.com/tinymesh/tinymesh/dataplane/tcpproxy"
 )
@@ -139,9 +139,9 @@ func (p *Proxy) Apply(snap *config.Snapshot) error {
 		return fmt.Errorf("snapshot %s: %w", snap.Version, err)
 	}
 	// Parse listener certificates once per snapshot, before anything binds.
-	tlsCfgs := make(map[string]*tls.Config, len(snap.Listeners))
+	tlsCfgs := make(map[string]*listener.TLS, len(snap.Listeners))
 	for _, lc := range snap.Listeners {
-		c, err := listener.ServerConfig(lc.TLS)
+		c, err := listener.NewTLS(lc)
 		if err != nil {
 			p.clusters.Prune(p.liveClustersLocked())
 			return fmt.Errorf("snapshot %s: listener %q: %w", snap.Version, lc.Name, err)
@@ -255,26 +255,42 @@ func validate(snap *config.Snapshot) error {
 }
 
 func httpState(lc *config.Listener, tables map[string]*route.Table, ctbl *cluster.Table) *httpproxy.State {
-	return &httpproxy.State{HCM: lc.HTTP, Direction: lc.Direction, Routes: tables[lc.HTTP.RouteConfigName], Clusters: ctbl}
+	t := tables[lc.HTTP.RouteConfigName]
+	var rc *config.RouteConfig
+	if t != nil {
+		rc = t.Config
+	}
+	return &httpproxy.State{HCM: lc.HTTP, Direction: lc.Direction, Routes: t, Clusters: ctbl, RBAC: rbac.NewHTTP(lc.HTTP.RBAC, rc)}
 }
 
 func tcpState(lc *config.Listener, ctbl *cluster.Table) *tcpproxy.State {
 	c, _ := ctbl.Get(lc.TCP.Cluster)
-	return &tcpproxy.State{Cluster: c, IdleTimeout: lc.TCP.IdleTimeout}
+	return &tcpproxy.State{Cluster: c, IdleTimeout: lc.TCP.IdleTimeout, RBAC: rbac.Compile(lc.TCP.RBAC)}
 }
 
-func (p *Proxy) start(lc *config.Listener, ln net.Listener, tlsCfg *tls.Config, tables map[string]*route.Table, ctbl *cluster.Table) *active {
+func (p *Proxy) start(lc *config.Listener, ln net.Listener, tlsCfg *listener.TLS, tables map[string]*route.Table, ctbl *cluster.Table) *active {
 	log := p.log.With("listener", lc.Name)
 	a := &active{cfg: lc}
 	if lc.HTTP != nil {
 		a.http = httpproxy.NewHandler(log, httpState(lc, tables, ctbl))
-		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, &httpServer{srv: httpproxy.NewServer(a.http, lc.HTTP, log), h: a.http})
+		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, &httpServer{srv: httpproxy.NewServer(a.http, lc.HTTP, log), h: a.http}, p.log)
 	} else {
 		a.tcp = tcpproxy.New(log, tcpState(lc, ctbl))
-		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, a.tcp)
+		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, a.tcp, p.log)
 	}
-	log.Info("listener started", "addr", ln.Addr().String(), "direction", lc.Direction.String(), "tls", tlsCfg != nil)
+	log.Info("listener started", "addr", ln.Addr().String(), "direction", lc.Direction.String(), "tls", tlsMode(tlsCfg))
 	return a
+}
+
+// tlsMode names a listener's TLS settings for logs.
+func tlsMode(t *listener.TLS) string {
+	switch {
+	case t == nil:
+		return "none"
+	case t.Optional:
+		return "optional"
+	}
+	return "required"
 }
 
 // drainLocked drains a removed listener in the background.

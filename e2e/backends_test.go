@@ -28,6 +28,9 @@ type reply struct {
 	Proto    string `json:"proto"` // the protocol the backend received (from its sidecar)
 	Host     string `json:"host"`
 	Canary   string `json:"canary,omitempty"` // the x-canary request header, if any
+	// XFCC is the x-forwarded-client-cert header the backend's sidecar set:
+	// who called, as the mTLS handshake proved it.
+	XFCC string `json:"xfcc,omitempty"`
 }
 
 // backendID names one backend instance.
@@ -63,6 +66,7 @@ func startHTTPBackend(t *testing.T, ip string, id backendID, h2cOnly bool) *http
 		_ = json.NewEncoder(w).Encode(reply{
 			Service: id.service, Version: id.version, Instance: id.instance,
 			Proto: r.Proto, Host: r.Host, Canary: r.Header.Get("x-canary"),
+			XFCC: r.Header.Get("x-forwarded-client-cert"),
 		})
 	})
 	b := &httpBackend{addr: ln.Addr().String(), done: make(chan struct{})}

@@ -364,8 +364,12 @@ type controlPlane struct {
 	addr     string
 	modelDir string
 	stageDir string // same file system as modelDir, for atomic renames
-	grace    time.Duration
-	proc     *process // the current process; replaced by restart
+	// dataDir holds the CA root and the join-token key; it outlives restarts,
+	// as an operator's would, so proxies keep trusting the same root.
+	dataDir string
+	grace   time.Duration
+	extra   []string
+	proc    *process // the current process; replaced by restart
 }
 
 type controlPlaneOptions struct {
@@ -373,6 +377,8 @@ type controlPlaneOptions struct {
 	model map[string]string
 	// endpointGrace is --endpoint-grace; zero keeps the binary's default.
 	endpointGrace time.Duration
+	// extra flags.
+	extra []string
 }
 
 func startControlPlane(t *testing.T, o controlPlaneOptions) *controlPlane {
@@ -383,7 +389,9 @@ func startControlPlane(t *testing.T, o controlPlaneOptions) *controlPlane {
 		addr:     freeAddr(t, newIP(t)),
 		modelDir: filepath.Join(root, "mesh"),
 		stageDir: filepath.Join(root, "stage"),
+		dataDir:  filepath.Join(root, "data"),
 		grace:    o.endpointGrace,
+		extra:    o.extra,
 	}
 	for _, d := range []string{cp.modelDir, cp.stageDir} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -401,14 +409,28 @@ func startControlPlane(t *testing.T, o controlPlaneOptions) *controlPlane {
 func (cp *controlPlane) start() {
 	t := cp.t
 	t.Helper()
-	args := []string{"--xds-addr", cp.addr, "--model-dir", cp.modelDir, "--log-format", "json", "--log-level", "info"}
+	args := []string{"--xds-addr", cp.addr, "--model-dir", cp.modelDir, "--data-dir", cp.dataDir,
+		"--log-format", "json", "--log-level", "info"}
 	if cp.grace > 0 {
 		args = append(args, "--endpoint-grace", cp.grace.String())
 	}
+	args = append(args, cp.extra...)
 	cp.proc = startProcess(t, "controlplane", controlplaneBin, args...)
 	cp.proc.waitLog(t, 0, 30*time.Second, `"serving xDS"`, func(line string) bool {
 		return strings.Contains(line, "serving xDS")
 	})
+}
+
+// joinToken mints a join token for namespace/serviceAccount with the
+// controlplane CLI, as an operator would.
+func (cp *controlPlane) joinToken(namespace, serviceAccount string) string {
+	cp.t.Helper()
+	out, err := exec.Command(controlplaneBin, "token", "create", "--data-dir", cp.dataDir,
+		"--namespace", namespace, "--service-account", serviceAccount).Output()
+	if err != nil {
+		cp.t.Fatalf("controlplane token create: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // kill stops the control plane abruptly, as a crash would.
@@ -447,8 +469,9 @@ type proxyOptions struct {
 	namespace string // default "default"
 	xdsMode   string // default: the binary's (delta)
 	// app is the local app's address; when set the proxy gets an inbound listener
-	// on its own IP.
-	app string
+	// on its own IP (at inboundAddr when that is set).
+	app         string
+	inboundAddr string
 	// outbound gives the proxy an outbound HTTP listener on its own IP.
 	outbound bool
 	// ip is the loopback IP for all its listeners; default a fresh one.
@@ -457,6 +480,9 @@ type proxyOptions struct {
 	xds string
 	// noAdmin leaves --admin unset, to test the default.
 	noAdmin bool
+	// noIdentity starts the proxy without a join token: it then has no SVID
+	// and can serve only plaintext configuration.
+	noIdentity bool
 	// extra flags.
 	extra []string
 }
@@ -480,6 +506,13 @@ func startProxy(t *testing.T, cp *controlPlane, o proxyOptions) *proxy {
 	if o.namespace != "" {
 		args = append(args, "--namespace", o.namespace)
 	}
+	if !o.noIdentity {
+		ns := o.namespace
+		if ns == "" {
+			ns = "default"
+		}
+		args = append(args, "--join-token", cp.joinToken(ns, o.workload))
+	}
 	if o.xdsMode == "" {
 		o.xdsMode = *xdsModeFlag
 	}
@@ -487,7 +520,10 @@ func startProxy(t *testing.T, cp *controlPlane, o proxyOptions) *proxy {
 		args = append(args, "--xds-mode", o.xdsMode)
 	}
 	if o.app != "" {
-		p.inbound = freeAddr(t, p.ip)
+		p.inbound = o.inboundAddr
+		if p.inbound == "" {
+			p.inbound = freeAddr(t, p.ip)
+		}
 		args = append(args, "--inbound", p.inbound, "--app", o.app)
 	}
 	if o.outbound {

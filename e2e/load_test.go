@@ -42,6 +42,10 @@ type load struct {
 	versions map[string]int64 // successes per reply.Version, guarded by mu
 	// instances counts successes per reply.Instance, guarded by mu.
 	instances map[string]int64
+	// callers counts successes per x-forwarded-client-cert the backend saw,
+	// guarded by mu: each client certificate the caller presented shows up
+	// as its own Hash.
+	callers map[string]int64
 	// first and last failure details, guarded by mu; last is a ring.
 	firstFailures, lastFailures []failure
 }
@@ -57,6 +61,7 @@ type loadStats struct {
 	OK, Failed int64
 	Versions   map[string]int64
 	Instances  map[string]int64
+	Callers    map[string]int64 // by XFCC value
 	// Failures holds the details of the first and the last few failures.
 	Failures []failure
 }
@@ -114,7 +119,7 @@ func startLoad(t *testing.T, o loadOptions) *load {
 	if o.path == "" {
 		o.path = "/"
 	}
-	l := &load{opts: o, versions: map[string]int64{}, instances: map[string]int64{}}
+	l := &load{opts: o, versions: map[string]int64{}, instances: map[string]int64{}, callers: map[string]int64{}}
 	for range o.workers {
 		c := &http.Client{
 			Timeout:   10 * time.Second,
@@ -151,6 +156,7 @@ func (l *load) work(c *http.Client) {
 		l.mu.Lock()
 		l.versions[rep.Version]++
 		l.instances[rep.Instance]++
+		l.callers[rep.XFCC]++
 		l.mu.Unlock()
 	}
 }
@@ -203,7 +209,7 @@ func (l *load) stats() loadStats {
 	return loadStats{
 		OK: l.ok.Load(), Failed: l.failed.Load(),
 		Versions: maps.Clone(l.versions), Instances: maps.Clone(l.instances),
-		Failures: failures,
+		Callers: maps.Clone(l.callers), Failures: failures,
 	}
 }
 

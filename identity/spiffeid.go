@@ -1,7 +1,8 @@
-// Package identity names workloads the way SPIFFE does. The control plane derives
-// these IDs from the mesh model today; certificates carrying them (X.509-SVIDs) and
-// their rotation arrive with the mTLS work (issue 3). It holds no state and is safe
-// for concurrent use.
+// Package identity names workloads the way SPIFFE does (docs/identity.md). The
+// control plane derives these IDs from the mesh model; certificates carrying them
+// (X.509-SVIDs) come from the subpackages: ca (the control plane's CA and its gRPC
+// service), jointoken (first-issuance credentials) and svid (the proxy's client,
+// which renews them). It holds no state and is safe for concurrent use.
 package identity
 
 import (

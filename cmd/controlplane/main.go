@@ -3,8 +3,16 @@
 // GAMMA HTTPRoutes), registers workloads from their proxies' node metadata and
 // pushes every node its listeners, routes, clusters and endpoints.
 //
+// It is also the mesh's certificate authority (docs/identity.md): it serves
+// tinymesh.identity.v1.CertificateService on the xDS port, issuing X.509-SVIDs to
+// proxies that present a join token or their current SVID, and delivers them
+// and the trust bundle over SDS. Two subcommands work on its data directory
+// offline, while it runs: `controlplane token create` mints a join token and
+// `controlplane ca rotate` replaces the CA root.
+//
 // main only wires things: flags and an optional config file, the slog logger, the
-// file source into the xDS server, and SIGINT/SIGTERM into a graceful stop.
+// file source and the CA into the xDS server, and SIGINT/SIGTERM into a graceful
+// stop.
 package main
 
 import (
@@ -23,6 +31,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/tinymesh/tinymesh/identity/ca"
 	"github.com/tinymesh/tinymesh/xds/server"
 	"github.com/tinymesh/tinymesh/xds/source/file"
 )
@@ -34,10 +43,36 @@ type settings struct {
 	EndpointGrace string `json:"endpointGrace"`
 	LogLevel      string `json:"logLevel"`
 	LogFormat     string `json:"logFormat"`
+	// Identity (docs/identity.md).
+	TrustDomain string `json:"trustDomain"`
+	DataDir     string `json:"dataDir"`
+	SVIDTTL     string `json:"svidTTL"`
+	CACert      string `json:"caCert"`
+	CAKey       string `json:"caKey"`
+	CABundle    string `json:"caBundle"`
 }
 
+// Identity defaults, shared by the server and the subcommands.
+const (
+	defaultTrustDomain = "cluster.local"
+	defaultDataDir     = "./controlplane-data"
+)
+
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(command(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// command dispatches to a subcommand (identity.go) or runs the server.
+func command(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "token":
+			return tokenCommand(args[1:], stdout, stderr)
+		case "ca":
+			return caCommand(args[1:], stdout, stderr)
+		}
+	}
+	return run(args, stderr)
 }
 
 // run returns the exit code: 0 after a clean shutdown, 1 on a runtime failure,
@@ -64,6 +99,11 @@ func run(args []string, stderr io.Writer) int {
 	if grace == 0 {
 		grace = -1 // the server reads 0 as "default"; the flag means "at once"
 	}
+	idc, err := identityConfig(s)
+	if err != nil {
+		fmt.Fprintln(stderr, "controlplane:", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -73,7 +113,14 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("cannot listen", "addr", s.XDSAddr, "err", err)
 		return 1
 	}
-	srv := server.New(server.Options{EndpointGrace: grace, Logger: log})
+	srv := server.New(server.Options{EndpointGrace: grace, Logger: log, TrustDomain: idc.trustDomain.Name()})
+	authority, err := startCA(idc, srv, log)
+	if err != nil {
+		lis.Close()
+		srv.Close()
+		log.Error("certificate authority", "err", err)
+		return 1
+	}
 	src := file.New(s.ModelDir, log)
 
 	errc := make(chan error, 1)
@@ -81,7 +128,10 @@ func run(args []string, stderr io.Writer) int {
 	srcCtx, cancelSrc := context.WithCancel(ctx)
 	srcDone := make(chan error, 1)
 	go func() { srcDone <- src.Run(srcCtx, srv.SetModel) }()
-	log.Info("serving xDS", "addr", lis.Addr().String(), "modelDir", s.ModelDir)
+	caDone := make(chan error, 1)
+	go func() { caDone <- authority.Run(srcCtx) }() // reloads <data-dir>/ca/ (a rotation) every 5 s
+	log.Info("serving xDS", "addr", lis.Addr().String(), "modelDir", s.ModelDir,
+		"trustDomain", idc.trustDomain.Name(), "dataDir", s.DataDir)
 
 	code, srcRunning := 0, true
 	select {
@@ -98,6 +148,7 @@ func run(args []string, stderr io.Writer) int {
 	if srcRunning {
 		<-srcDone
 	}
+	<-caDone
 	if err := srv.Close(); err != nil {
 		log.Error("close", "err", err)
 		code = 1
@@ -106,15 +157,22 @@ func run(args []string, stderr io.Writer) int {
 }
 
 func parse(args []string, stderr io.Writer) (settings, error) {
-	s := settings{XDSAddr: "127.0.0.1:15010", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text"}
+	s := settings{XDSAddr: "127.0.0.1:15010", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text",
+		TrustDomain: defaultTrustDomain, DataDir: defaultDataDir, SVIDTTL: ca.DefaultSVIDTTL.String()}
 	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	config := fs.String("config", "", "optional YAML file with xdsAddr, modelDir, endpointGrace, logLevel, logFormat; flags override it")
+	config := fs.String("config", "", "optional YAML file with xdsAddr, modelDir, endpointGrace, logLevel, logFormat, trustDomain, dataDir, svidTTL, caCert, caKey, caBundle; flags override it")
 	xdsAddr := fs.String("xds-addr", s.XDSAddr, "gRPC address serving ADS (SotW and delta)")
 	modelDir := fs.String("model-dir", s.ModelDir, "directory of multi-document Kubernetes-style YAML (watched)")
 	grace := fs.Duration("endpoint-grace", 10*time.Second, "how long a disconnected proxy's endpoint stays")
 	level := fs.String("log-level", s.LogLevel, "debug, info, warn or error")
 	format := fs.String("log-format", s.LogFormat, "text or json")
+	trustDomain := fs.String("trust-domain", s.TrustDomain, "SPIFFE trust domain of the mesh's identities")
+	dataDir := fs.String("data-dir", s.DataDir, "directory for the CA root (ca/) and join tokens (tokens/)")
+	svidTTL := fs.Duration("svid-ttl", ca.DefaultSVIDTTL, "lifetime of issued SVIDs (at least 1m); proxies renew at half of it")
+	caCert := fs.String("ca-cert", "", "operator CA certificate (PEM, may be an intermediate followed by its chain) instead of the self-managed root")
+	caKey := fs.String("ca-key", "", "private key of --ca-cert (PEM)")
+	caBundle := fs.String("ca-bundle", "", "roots to trust with --ca-cert (PEM; default: the --ca-cert certificate)")
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
@@ -143,6 +201,18 @@ func parse(args []string, stderr io.Writer) (settings, error) {
 			s.LogLevel = *level
 		case "log-format":
 			s.LogFormat = *format
+		case "trust-domain":
+			s.TrustDomain = *trustDomain
+		case "data-dir":
+			s.DataDir = *dataDir
+		case "svid-ttl":
+			s.SVIDTTL = svidTTL.String()
+		case "ca-cert":
+			s.CACert = *caCert
+		case "ca-key":
+			s.CAKey = *caKey
+		case "ca-bundle":
+			s.CABundle = *caBundle
 		}
 	})
 	return s, nil

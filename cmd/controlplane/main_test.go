@@ -33,7 +33,8 @@ func TestMain(m *testing.M) {
 
 func TestParse(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "cp.yaml")
-	if err := os.WriteFile(cfg, []byte("xdsAddr: 127.0.0.1:1\nmodelDir: /from/file\nlogFormat: json\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("xdsAddr: 127.0.0.1:1\nmodelDir: /from/file\nlogFormat: json\n"+
+		"trustDomain: example.org\ndataDir: /from/file/data\nsvidTTL: 5m\ncaCert: /file/ca.crt\ncaKey: /file/ca.key\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -42,9 +43,11 @@ func TestParse(t *testing.T) {
 		want    settings
 		wantErr bool
 	}{
-		{"defaults", nil, settings{XDSAddr: "127.0.0.1:15010", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text"}, false},
-		{"file then flags", []string{"--config", cfg, "--model-dir", "/from/flag", "--endpoint-grace", "2s"},
-			settings{XDSAddr: "127.0.0.1:1", ModelDir: "/from/flag", EndpointGrace: "2s", LogLevel: "info", LogFormat: "json"}, false},
+		{"defaults", nil, settings{XDSAddr: "127.0.0.1:15010", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text",
+			TrustDomain: "cluster.local", DataDir: "./controlplane-data", SVIDTTL: "1h0m0s"}, false},
+		{"file then flags", []string{"--config", cfg, "--model-dir", "/from/flag", "--endpoint-grace", "2s", "--svid-ttl", "10m", "--ca-key", "/flag/ca.key"},
+			settings{XDSAddr: "127.0.0.1:1", ModelDir: "/from/flag", EndpointGrace: "2s", LogLevel: "info", LogFormat: "json",
+				TrustDomain: "example.org", DataDir: "/from/file/data", SVIDTTL: "10m0s", CACert: "/file/ca.crt", CAKey: "/flag/ca.key"}, false},
 		{"bad flag", []string{"--nope"}, settings{}, true},
 		{"extra args", []string{"x"}, settings{}, true},
 	} {
@@ -75,7 +78,8 @@ spec:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "--xds-addr", "127.0.0.1:0", "--model-dir", dir, "--log-format", "json")
+	cmd := exec.Command(os.Args[0], "--xds-addr", "127.0.0.1:0", "--model-dir", dir, "--log-format", "json",
+		"--data-dir", filepath.Join(t.TempDir(), "data"))
 	cmd.Env = append(os.Environ(), "CONTROLPLANE_TEST_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -156,6 +160,12 @@ func TestRunExitCodes(t *testing.T) {
 		{"negative grace", []string{"--endpoint-grace", "-1s"}, 2},
 		{"missing config file", []string{"--config", "/nonexistent/cp.yaml"}, 2},
 		{"cannot listen", []string{"--xds-addr", "256.0.0.1:1"}, 1},
+		{"SVID TTL under a minute", []string{"--svid-ttl", "30s"}, 2},
+		{"bad trust domain", []string{"--trust-domain", "Not/A/Domain"}, 2},
+		{"CA certificate without key", []string{"--ca-cert", "/x.crt"}, 2},
+		{"bundle without CA", []string{"--ca-bundle", "/x.crt"}, 2},
+		{"unreadable CA files", []string{"--xds-addr", "127.0.0.1:0", "--ca-cert", "/nonexistent/ca.crt", "--ca-key", "/nonexistent/ca.key",
+			"--data-dir", t.TempDir()}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := run(tc.args, io.Discard); got != tc.want {

@@ -40,6 +40,10 @@ type options struct {
 	logFormat      string
 	drainDelay     time.Duration
 	shutdownGrace  time.Duration
+	identitySource string // see spire.go
+	joinToken      string // see identity.go
+	joinTokenFile  string
+	trustDomain    string
 }
 
 func main() {
@@ -59,6 +63,10 @@ func main() {
 	flag.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	flag.DurationVar(&o.drainDelay, "drain-delay", 2*time.Second, "on SIGTERM, how long to keep accepting after telling the control plane this workload leaves")
 	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 5*time.Second, "then, how long requests in flight may take to finish")
+	flag.StringVar(&o.identitySource, "identity-source", identityControlPlane, identitySourceUsage)
+	flag.StringVar(&o.joinToken, "join-token", "", "join token from `controlplane token create`: get an SVID from the control plane's CA (empty: no identity)")
+	flag.StringVar(&o.joinTokenFile, "join-token-file", "", "file holding the join token (read once at start), instead of --join-token")
+	flag.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh (the control plane's --trust-domain)")
 	flag.Parse()
 
 	if err := run(o); err != nil {
@@ -88,6 +96,19 @@ func run(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	localSecrets, closeLocalSecrets, err := openIdentitySource(ctx, o, logger)
+	if err != nil {
+		return err
+	}
+	defer closeLocalSecrets()
+	// With a join token: the first SVID before the xDS client starts, so the
+	// control plane has a certificate for this node when it first connects.
+	ident, err := startIdentity(ctx, o, node.GetId(), logger)
+	if err != nil {
+		return err
+	}
+	defer ident.close()
+
 	proxy := dataplane.New(dataplane.Options{Logger: logger})
 	xc, err := client.New(client.Options{
 		ServerAddr: o.xdsAddr,
@@ -95,6 +116,10 @@ func run(o options) error {
 		Mode:       mode,
 		Apply:      proxy.Apply,
 		Logger:     logger,
+		// LocalSecrets: nil unless --identity-source names a Workload API.
+		LocalSecrets: localSecrets,
+		Keys:         ident.keys(),      // nil without --join-token
+		OnConnect:    ident.onConnect(), // renews after a reconnect
 	})
 	if err != nil {
 		return err
@@ -119,6 +144,10 @@ func run(o options) error {
 	select {
 	case <-ctx.Done():
 	case err = <-xdsErr:
+	case err = <-ident.renewalFailed():
+		err = fmt.Errorf("identity: %w", err)
+		stop()
+		<-xdsErr
 	}
 	// Leaving: the xDS client half-closes its stream when ctx ends, so the control
 	// plane drops this endpoint from its peers' config at once. Until they have

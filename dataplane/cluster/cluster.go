@@ -2,7 +2,10 @@
 // (an endpoint picker and an upstream transport per cluster) and owns upstream
 // transports across snapshots. Clusters with UpstreamTLS get transports that
 // originate TLS (SNI, ALPN h2 or http/1.1, CA and SAN verification); their
-// tls.Config is built once when the upstream is created, never per request.
+// tls.Config is built once when the upstream is created, never per request,
+// and takes the client certificate and trusted CA at each handshake from the
+// upstream's current material, so a certificate rotation changes what new
+// connections present and trust without closing pooled ones.
 //
 // Concurrency: a Table is immutable after Set.Build returns it and may be read from
 // any goroutine. Set's methods are safe for concurrent use; Build and Prune are
@@ -37,6 +40,10 @@ type Cluster struct {
 	// Upstream is shared by every snapshot that has a cluster of this name and
 	// protocol, so pooled connections survive config changes.
 	Upstream *Upstream
+
+	// material is the certificate material this snapshot has for the
+	// cluster's TLS (nil without TLS); Prune puts it in force on Upstream.
+	material *material
 }
 
 // Table maps cluster names to compiled clusters for one snapshot.
@@ -70,8 +77,9 @@ type Upstream struct {
 	tlsErr   error       // the cluster's TLS config did not compile; every dial fails
 	log      *slog.Logger
 
-	inflight atomic.Int64 // accessed atomically
-	removed  atomic.Bool  // set by Prune, cleared if the cluster comes back
+	mat      atomic.Pointer[material] // certificate material in force; nil without TLS
+	inflight atomic.Int64             // accessed atomically
+	removed  atomic.Bool              // set by Prune, cleared if the cluster comes back
 }
 
 // Acquire marks one in-flight use of the transport.
@@ -90,6 +98,10 @@ type key struct {
 	protocol config.Protocol
 	timeout  time.Duration
 	tls      [32]byte // tlsFingerprint; zero for plain TCP
+	// badMaterial is the materialFingerprint of certificate material that
+	// did not parse, so such a cluster gets its own failing upstream and the
+	// one in force is left alone; zero otherwise.
+	badMaterial [32]byte
 }
 
 // Set owns upstream transports keyed by stable identity across snapshots.
@@ -126,6 +138,10 @@ func (s *Set) Build(snap *config.Snapshot) *Table {
 
 // Compile compiles snap's clusters, reusing the upstream transport of any
 // cluster whose name, protocol, connect timeout and TLS settings are unchanged.
+// Certificate material (client certificate, trusted CA) may change without
+// a new upstream: the new material is parsed here and put in force by Prune
+// with the table that is published, so pooled connections survive a
+// certificate rotation while new handshakes use the new material.
 // It returns an error naming the first cluster (by name) whose TLS settings do
 // not compile, with a table that is complete anyway (see Build). It does not
 // retire anything: call Prune with the table that ends up published.
@@ -133,6 +149,7 @@ func (s *Set) Compile(snap *config.Snapshot) (*Table, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := &Table{clusters: make(map[string]*Cluster, len(snap.Clusters))}
+	parsed := make(map[[32]byte]*material) // clusters share the same secrets
 	var firstErr error
 	var firstName string
 	for name, c := range snap.Clusters {
@@ -141,9 +158,22 @@ func (s *Set) Compile(snap *config.Snapshot) (*Table, error) {
 			timeout = defaultConnectTimeout
 		}
 		k := key{name: name, protocol: c.Protocol, timeout: timeout, tls: tlsFingerprint(c.TLS)}
+		var m *material
+		if c.TLS != nil {
+			var err error
+			if m, err = s.materialLocked(k, c.TLS, parsed); err != nil {
+				k.badMaterial = materialFingerprint(c.TLS)
+				m = nil
+				if _, ok := s.upstreams[k]; !ok {
+					u := s.newUpstream(k, c.TLS, nil)
+					u.tlsErr = err
+					s.upstreams[k] = u
+				}
+			}
+		}
 		u, ok := s.upstreams[k]
 		if !ok {
-			u = s.newUpstream(k, c.TLS)
+			u = s.newUpstream(k, c.TLS, m)
 			s.upstreams[k] = u
 		}
 		if u.tlsErr != nil && (firstErr == nil || name < firstName) {
@@ -159,6 +189,7 @@ func (s *Set) Compile(snap *config.Snapshot) (*Table, error) {
 			ConnectTimeout: timeout,
 			Picker:         lb.NewRoundRobin(addrs),
 			Upstream:       u,
+			material:       m,
 		}
 	}
 	if firstErr != nil {
@@ -168,10 +199,18 @@ func (s *Set) Compile(snap *config.Snapshot) (*Table, error) {
 }
 
 // Prune retires every upstream not used by live: it is forgotten by the Set and
-// its connections are closed once its in-flight requests are done.
+// its connections are closed once its in-flight requests are done. It puts
+// live's certificate material in force on the upstreams it keeps.
 func (s *Set) Prune(live *Table) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if live != nil {
+		for _, c := range live.clusters {
+			if c.material != nil && c.Upstream.mat.Load() != c.material {
+				c.Upstream.mat.Store(c.material)
+			}
+		}
+	}
 	for k, u := range s.upstreams {
 		if c, ok := live.Get(k.name); ok && c.Upstream == u {
 			continue
@@ -196,11 +235,33 @@ func (s *Set) Close() {
 	}
 }
 
-func (s *Set) newUpstream(k key, ut *config.UpstreamTLS) *Upstream {
+// materialLocked returns the parsed certificate material of ut: the
+// upstream's own when unchanged, one parsed earlier in this Compile, or a new
+// parse.
+func (s *Set) materialLocked(k key, ut *config.UpstreamTLS, parsed map[[32]byte]*material) (*material, error) {
+	fp := materialFingerprint(ut)
+	if u, ok := s.upstreams[k]; ok {
+		if m := u.mat.Load(); m != nil && m.fp == fp {
+			return m, nil
+		}
+	}
+	if m, ok := parsed[fp]; ok {
+		return m, nil
+	}
+	m, err := parseMaterial(ut)
+	if err != nil {
+		return nil, err
+	}
+	parsed[fp] = m
+	return m, nil
+}
+
+func (s *Set) newUpstream(k key, ut *config.UpstreamTLS, m *material) *Upstream {
 	d := &net.Dialer{Timeout: k.timeout, KeepAlive: 30 * time.Second}
 	u := &Upstream{key: k, Dialer: d, log: s.log}
+	u.mat.Store(m)
 	if ut != nil {
-		u.tls, u.tlsErr = clientTLS(ut, k.protocol)
+		u.tls, u.tlsErr = clientTLS(ut, k.protocol, u.mat.Load)
 		if u.tls != nil {
 			u.tlsHTTP1 = u.tls.Clone()
 			u.tlsHTTP1.NextProtos = []string{"http/1.1"}

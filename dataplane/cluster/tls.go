@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -20,9 +19,15 @@ import (
 // upstream_connect_failure).
 var ErrTLSHandshake = errors.New("upstream TLS handshake failed")
 
-// tlsFingerprint identifies an UpstreamTLS by content, so that an upstream
-// (and its pooled connections) is reused across snapshots exactly when every
-// input of its tls.Config is unchanged. The zero value means plain TCP.
+// tlsFingerprint identifies an UpstreamTLS by the settings that shape its
+// tls.Config, so that an upstream (and its pooled connections) is reused
+// across snapshots exactly when they are unchanged. Certificate material (the
+// client certificate and the trusted CA) is left out on purpose: it is
+// resolved at each handshake from the upstream's current material (see
+// material), so rotating a certificate or a trust bundle keeps the upstream
+// and its established connections; only whether there is a client
+// certificate and whether the server is verified count. The zero value means
+// plain TCP.
 func tlsFingerprint(u *config.UpstreamTLS) [32]byte {
 	if u == nil {
 		return [32]byte{}
@@ -32,14 +37,11 @@ func tlsFingerprint(u *config.UpstreamTLS) [32]byte {
 	field([]byte(u.SNI))
 	field([]byte(strings.Join(u.ALPN, "\x00")))
 	field([]byte{byte(u.MinVersion), byte(u.MaxVersion)})
-	field(u.TrustedCA)
+	field([]byte{btob(len(u.TrustedCA) > 0), btob(u.ClientCertificate != nil)})
 	for _, m := range u.MatchSANs {
 		field([]byte{byte(m.Type)})
 		field([]byte(m.Exact))
-	}
-	if c := u.ClientCertificate; c != nil {
-		field(c.CertificateChain)
-		field(c.PrivateKey)
+		field([]byte(m.Prefix))
 	}
 	var out [32]byte
 	h.Sum(out[:0])
@@ -47,12 +49,66 @@ func tlsFingerprint(u *config.UpstreamTLS) [32]byte {
 	return out
 }
 
+func btob(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// material is an upstream's certificate material, parsed once per change and
+// swapped atomically: handshakes load it (GetClientCertificate,
+// VerifyConnection), so a new certificate or trust bundle applies to new
+// connections while pooled ones stay open.
+type material struct {
+	fp    [32]byte         // materialFingerprint of what it was parsed from
+	cert  *tls.Certificate // nil: no client certificate
+	roots *x509.CertPool   // nil: the server is not verified
+}
+
+// materialFingerprint identifies the certificate material of u.
+func materialFingerprint(u *config.UpstreamTLS) [32]byte {
+	if u == nil {
+		return [32]byte{}
+	}
+	h := sha256.New()
+	field := func(b []byte) { fmt.Fprintf(h, "%d:%s;", len(b), b) }
+	field(u.TrustedCA)
+	if c := u.ClientCertificate; c != nil {
+		field(c.CertificateChain)
+		field(c.PrivateKey)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// parseMaterial parses the client certificate and trusted CA of u.
+func parseMaterial(u *config.UpstreamTLS) (*material, error) {
+	m := &material{fp: materialFingerprint(u)}
+	if c := u.ClientCertificate; c != nil {
+		pair, err := tls.X509KeyPair(c.CertificateChain, c.PrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		m.cert = &pair
+	}
+	if len(u.TrustedCA) > 0 {
+		m.roots = x509.NewCertPool()
+		if !m.roots.AppendCertsFromPEM(u.TrustedCA) {
+			return nil, errors.New("trusted CA: no PEM certificate")
+		}
+	}
+	return m, nil
+}
+
 // clientTLS builds the crypto/tls client configuration of a cluster. Certificate
 // verification is done in VerifyConnection rather than by crypto/tls's hostname
 // check, because Envoy's semantics differ: the chain must verify against the
 // trusted CA (when one is set) and the leaf must carry one of the configured
-// SANs; SNI is only what is sent, never what is checked.
-func clientTLS(u *config.UpstreamTLS, p config.Protocol) (*tls.Config, error) {
+// SANs; SNI is only what is sent, never what is checked. The client
+// certificate and the roots come from cur at each handshake.
+func clientTLS(u *config.UpstreamTLS, p config.Protocol, cur func() *material) (*tls.Config, error) {
 	cfg := &tls.Config{
 		ServerName:         u.SNI,
 		InsecureSkipVerify: true, // replaced by verifyServer below
@@ -65,12 +121,13 @@ func clientTLS(u *config.UpstreamTLS, p config.Protocol) (*tls.Config, error) {
 	if cfg.MinVersion, cfg.MaxVersion, err = config.VersionRange(u.MinVersion, u.MaxVersion); err != nil {
 		return nil, err
 	}
-	if c := u.ClientCertificate; c != nil {
-		pair, err := tls.X509KeyPair(c.CertificateChain, c.PrivateKey)
-		if err != nil {
-			return nil, fmt.Errorf("client certificate: %w", err)
+	if u.ClientCertificate != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if m := cur(); m != nil && m.cert != nil {
+				return m.cert, nil
+			}
+			return &tls.Certificate{}, nil // none: the server decides
 		}
-		cfg.Certificates = []tls.Certificate{pair}
 	}
 	if len(u.TrustedCA) == 0 {
 		if len(u.MatchSANs) > 0 {
@@ -79,12 +136,14 @@ func clientTLS(u *config.UpstreamTLS, p config.Protocol) (*tls.Config, error) {
 		// Envoy without a validation context accepts any server certificate.
 		return cfg, nil
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(u.TrustedCA) {
-		return nil, errors.New("trusted CA: no PEM certificate")
-	}
 	sans := slices.Clone(u.MatchSANs)
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error { return verifyServer(cs, roots, sans) }
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		m := cur()
+		if m == nil || m.roots == nil {
+			return errors.New("no trusted CA")
+		}
+		return verifyServer(cs, m.roots, sans)
+	}
 	return cfg, nil
 }
 
@@ -103,60 +162,7 @@ func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, sans []config.SA
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		return err
 	}
-	if len(sans) == 0 {
-		return nil
-	}
-	for _, m := range sans {
-		if matchSAN(leaf, m) {
-			return nil
-		}
-	}
-	return fmt.Errorf("server certificate SANs %s match none of %s", describeSANs(leaf), describeMatchers(sans))
-}
-
-func matchSAN(c *x509.Certificate, m config.SANMatcher) bool {
-	if m.Type == config.SANDNS || m.Type == config.SANAny {
-		if slices.Contains(c.DNSNames, m.Exact) {
-			return true
-		}
-	}
-	if m.Type == config.SANURI || m.Type == config.SANAny {
-		if slices.ContainsFunc(c.URIs, func(u *url.URL) bool { return u.String() == m.Exact }) {
-			return true
-		}
-	}
-	if m.Type == config.SANAny {
-		if slices.Contains(c.EmailAddresses, m.Exact) ||
-			slices.ContainsFunc(c.IPAddresses, func(ip net.IP) bool { return ip.String() == m.Exact }) {
-			return true
-		}
-	}
-	return false
-}
-
-func describeSANs(c *x509.Certificate) string {
-	var s []string
-	for _, d := range c.DNSNames {
-		s = append(s, "DNS:"+d)
-	}
-	for _, u := range c.URIs {
-		s = append(s, "URI:"+u.String())
-	}
-	for _, e := range c.EmailAddresses {
-		s = append(s, "email:"+e)
-	}
-	for _, ip := range c.IPAddresses {
-		s = append(s, "IP:"+ip.String())
-	}
-	return "[" + strings.Join(s, " ") + "]"
-}
-
-func describeMatchers(ms []config.SANMatcher) string {
-	s := make([]string, len(ms))
-	for i, m := range ms {
-		s[i] = m.Type.String() + ":" + m.Exact
-	}
-	return "[" + strings.Join(s, " ") + "]"
+	return config.CheckSANs(leaf, sans)
 }
 
 // DialContext connects to an endpoint of the cluster: TCP, then the TLS

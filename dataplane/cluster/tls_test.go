@@ -88,3 +88,56 @@ func TestCompileRejectsBadTLSAndDialsFail(t *testing.T) {
 		t.Errorf("DialContext = %v, want a dial *net.OpError wrapping ErrTLSHandshake", err)
 	}
 }
+
+func TestCompileKeepsUpstreamAcrossCertificateRotation(t *testing.T) {
+	ca1, _ := selfSigned(t)
+	ca2, _ := selfSigned(t)
+	cert1, key1 := selfSigned(t)
+	cert2, key2 := selfSigned(t)
+	_, otherKey := selfSigned(t)
+	mk := func(ca, cert, key []byte) *config.Cluster {
+		return &config.Cluster{Name: "a", Protocol: config.ProtocolH2C, TLS: &config.UpstreamTLS{TrustedCA: ca,
+			MatchSANs:         []config.SANMatcher{{Type: config.SANURI, Exact: "spiffe://td/ns/b/sa/b"}},
+			ClientCertificate: &config.CertificateKeyPair{CertificateChain: cert, PrivateKey: key}}}
+	}
+	s := NewSet()
+	defer s.Close()
+	t1, err := s.Compile(snap(mk(ca1, cert1, key1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Prune(t1)
+	c1, _ := t1.Get("a")
+	m1 := c1.Upstream.mat.Load()
+
+	t2, err := s.Compile(snap(mk(ca2, cert2, key2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := t2.Get("a")
+	if c2.Upstream != c1.Upstream {
+		t.Fatal("new certificate and CA: upstream replaced, want it kept (pooled connections survive a rotation)")
+	}
+	if c2.Upstream.mat.Load() != m1 {
+		t.Error("Compile put the new material in force before Prune (the snapshot may still be refused)")
+	}
+	s.Prune(t2)
+	if m := c2.Upstream.mat.Load(); m == m1 || m.cert == nil || m.roots == nil {
+		t.Errorf("after Prune the material is %+v, want the new one", m)
+	}
+
+	// Material that does not parse fails the compile and leaves the
+	// upstream in force alone.
+	t3, err := s.Compile(snap(mk(ca2, cert2, otherKey)))
+	if err == nil || !strings.Contains(err.Error(), `cluster "a": tls: client certificate`) {
+		t.Fatalf("Compile with a mismatched key = %v, want an error naming cluster a", err)
+	}
+	c3, _ := t3.Get("a")
+	if c3.Upstream == c2.Upstream {
+		t.Error("bad material got the upstream in force, want a separate failing one")
+	}
+	s.Prune(t2) // the proxy keeps the previous table
+	if c2.Upstream.mat.Load().cert == nil {
+		t.Error("the upstream in force lost its certificate")
+	}
+}

@@ -54,6 +54,32 @@ type Listener struct {
 	// or TCP handling (the filter chain's DownstreamTlsContext). An HTTP
 	// listener serves HTTP/2 when ALPN selects "h2" and HTTP/1.1 otherwise.
 	TLS *DownstreamTLS
+	// TLSOptional (PeerAuthentication PERMISSIVE: a tls_inspector and two
+	// filter chains, "tls" and "raw_buffer", with the same filters) serves
+	// plaintext connections too: the first byte of a connection decides
+	// (0x16, a TLS handshake record, means TLS). Only with TLS set.
+	TLSOptional bool
+}
+
+// ForwardClientCert is what an HTTP listener does with x-forwarded-client-cert
+// (XFCC), the HCM's forward_client_cert_details.
+type ForwardClientCert uint8
+
+const (
+	// Sanitize removes XFCC from every request (Envoy's default).
+	Sanitize ForwardClientCert = iota
+	// SanitizeSet removes the XFCC a request came with and, when the
+	// connection has a verified client certificate, sets it to describe that
+	// certificate: By=<own SPIFFE ID>;Hash=<hex SHA-256 of the peer's leaf
+	// DER>[;URI=<peer SPIFFE ID>].
+	SanitizeSet
+)
+
+func (f ForwardClientCert) String() string {
+	if f == SanitizeSet {
+		return "SANITIZE_SET"
+	}
+	return "SANITIZE"
 }
 
 // HTTPConnectionManager serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on
@@ -76,6 +102,14 @@ type HTTPConnectionManager struct {
 	StreamIdleTimeout time.Duration
 	// DrainTimeout bounds how long a removed listener waits for its requests.
 	DrainTimeout time.Duration
+	// ForwardClientCert and SetCurrentClientCertURI are the HCM's
+	// forward_client_cert_details and set_current_client_cert_details.uri:
+	// with SanitizeSet, XFCC carries URI=<peer SPIFFE ID> when the latter is set.
+	ForwardClientCert       ForwardClientCert
+	SetCurrentClientCertURI bool
+	// RBAC is the envoy.filters.http.rbac filter; nil when the HCM has none.
+	// VirtualHost.RBAC and Route.RBAC override it, and only when it is set.
+	RBAC *RBACFilter
 }
 
 // TCPProxy forwards whole connections to one cluster's endpoints.
@@ -83,6 +117,9 @@ type TCPProxy struct {
 	StatPrefix  string
 	Cluster     string
 	IdleTimeout time.Duration // 0 disables
+	// RBAC is the envoy.filters.network.rbac filter before the TCP proxy,
+	// checked once per connection after the TLS handshake; nil allows all.
+	RBAC *RBAC
 }
 
 // RouteConfig is a routing table: virtual hosts chosen by authority, then routes
@@ -106,6 +143,9 @@ type VirtualHost struct {
 	RequestHeadersToRemove  []string
 	ResponseHeadersToAdd    []HeaderValueOption
 	ResponseHeadersToRemove []string
+	// RBAC overrides the HCM's RBAC filter for this virtual host's routes;
+	// nil inherits it.
+	RBAC *RBACFilter
 }
 
 // Route is one match and what to do with a request that meets it. Exactly one of
@@ -119,6 +159,9 @@ type Route struct {
 	RequestHeadersToRemove  []string
 	ResponseHeadersToAdd    []HeaderValueOption
 	ResponseHeadersToRemove []string
+	// RBAC overrides the virtual host's and the HCM's RBAC configuration for
+	// this route (most specific wins, as in Envoy); nil inherits.
+	RBAC *RBACFilter
 }
 
 // PathMatchKind says how RouteMatch.Path is compared with the request path (the
@@ -330,10 +373,12 @@ func (t SANType) String() string {
 }
 
 // SANMatcher matches one subject alternative name of the peer's leaf
-// certificate exactly (case-sensitive, as Envoy's exact StringMatcher).
+// certificate, case-sensitively as Envoy's StringMatcher: equal to Exact, or,
+// when Prefix is set instead, starting with Prefix.
 type SANMatcher struct {
-	Type  SANType
-	Exact string
+	Type   SANType
+	Exact  string
+	Prefix string
 }
 
 // DownstreamTLS is how a listener terminates TLS.
@@ -354,6 +399,17 @@ type DownstreamTLS struct {
 	RequireClientCertificate bool
 	// SessionTicketsDisabled turns off stateless session resumption.
 	SessionTicketsDisabled bool
+	// MatchSANs, when not empty, requires a client certificate's leaf to have
+	// a SAN matching at least one entry (the mesh: a SPIFFE ID of the trust
+	// domain, as a URI prefix).
+	MatchSANs []SANMatcher
+	// CertificateSecret and ValidationSecret name the SDS secrets that
+	// supplied Certificates and TrustedCA (empty when those were inline).
+	// Snapshots handed to the data plane always carry the material itself;
+	// the names are kept for the config dump and for xds/resource, which
+	// fills in the material when it assembles a snapshot.
+	CertificateSecret string
+	ValidationSecret  string
 }
 
 // UpstreamTLS is how a cluster originates TLS.
@@ -375,6 +431,10 @@ type UpstreamTLS struct {
 	MatchSANs []SANMatcher
 	// ClientCertificate is presented when the server asks for one.
 	ClientCertificate *CertificateKeyPair
+	// CertificateSecret and ValidationSecret name the SDS secrets that
+	// supplied ClientCertificate and TrustedCA, as in DownstreamTLS.
+	CertificateSecret string
+	ValidationSecret  string
 }
 
 // TLSSecret is one SDS Secret as the data plane uses it: either a certificate

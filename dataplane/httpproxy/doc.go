@@ -1,6 +1,7 @@
 // Package httpproxy is the HTTP stage of the data plane: it serves HTTP/1.1 and
 // prior-knowledge HTTP/2 (h2c) on one socket, matches each request against the
-// listener's compiled route table, chooses a weighted cluster and an endpoint, and
+// listener's compiled route table, checks the listener's RBAC filter with the
+// route's overrides (rbac.go: 403, or gRPC PERMISSION_DENIED), chooses a weighted cluster and an endpoint, and
 // forwards the request over the cluster's pooled upstream transport, streaming the
 // body both ways and forwarding trailers. Upgrade requests (WebSocket) get a
 // dedicated HTTP/1.1 upstream connection spliced to the downstream one.

@@ -25,6 +25,7 @@ const (
 	UpgradeRefused
 	BadRequest
 	HeadersTooLarge
+	RBACDenied // the RBAC filter refused the request (rbac.go)
 )
 
 type reasonInfo struct {
@@ -53,6 +54,12 @@ var reasons = [...]reasonInfo{
 	UpgradeRefused:         {"upgrade_refused", http.StatusForbidden, grpcPermissionDenied},
 	BadRequest:             {"bad_request", http.StatusBadRequest, grpcInternal},
 	HeadersTooLarge:        {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcInternal},
+	RBACDenied:             {"rbac_denied", http.StatusForbidden, grpcPermissionDenied},
+}
+
+// grpcMessages replace "meshproxy: <reason>" as grpc-message where set.
+var grpcMessages = [...]string{
+	RBACDenied: "RBAC: access denied", // what Envoy's RBAC filter sends
 }
 
 func (r Reason) String() string { return reasons[r].name }
@@ -72,7 +79,11 @@ func writeError(w http.ResponseWriter, grpcReq bool, r Reason) {
 		// (gRPC over HTTP/2 spec, "Responses").
 		h.Set("Content-Type", "application/grpc")
 		h.Set("Grpc-Status", strconv.Itoa(info.grpc))
-		h.Set("Grpc-Message", "meshproxy: "+info.name)
+		msg := "meshproxy: " + info.name
+		if int(r) < len(grpcMessages) && grpcMessages[r] != "" {
+			msg = grpcMessages[r]
+		}
+		h.Set("Grpc-Message", msg)
 		w.WriteHeader(http.StatusOK)
 		return
 	}

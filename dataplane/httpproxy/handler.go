@@ -19,6 +19,7 @@ import (
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/dataplane/rbac"
 	"github.com/tinymesh/tinymesh/dataplane/route"
 )
 
@@ -28,6 +29,7 @@ type State struct {
 	Direction config.Direction
 	Routes    *route.Table   // nil if the snapshot lacks the route config: every request gets 404
 	Clusters  *cluster.Table // the snapshot's compiled clusters
+	RBAC      *rbac.HTTP     // the HCM's RBAC filter; nil: none (rbac.go)
 }
 
 func (s *State) allowsUpgrade(proto string) bool {
@@ -41,8 +43,9 @@ func (s *State) allowsUpgrade(proto string) bool {
 
 // Handler is the http.Handler of one HTTP listener.
 type Handler struct {
-	log   *slog.Logger          // set in NewHandler, read-only after
-	state atomic.Pointer[State] // written by the config goroutine
+	log     *slog.Logger          // set in NewHandler, read-only after
+	state   atomic.Pointer[State] // written by the config goroutine
+	denials rbac.DenyLog          // bounds RBAC denial logs; safe for concurrent use
 
 	upgrades sync.WaitGroup // handlers splicing upgraded connections; Add under mu
 	mu       sync.Mutex
@@ -258,6 +261,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rq := route.Request{Authority: r.Host, Method: r.Method, Path: r.URL.Path, Header: r.Header}
 	vh, rt := st.Routes.Match(&rq)
+	if st.RBAC != nil && !h.authorize(w, r, st, vh, rt, grpcReq) {
+		return
+	}
 	if rt == nil {
 		writeError(w, grpcReq, RouteNotFound)
 		return
@@ -311,6 +317,7 @@ func (h *Handler) outbound(ctx context.Context, r *http.Request, st *State, vh *
 	hdr := r.Header.Clone()
 	stripHop(hdr, upgrade)
 	delete(hdr, "Host")
+	setXFCC(hdr, r, st.HCM)
 	rc := st.Routes.Config
 	// Most specific level first, as Envoy does by default: a later level's
 	// non-appending add overrides an earlier one.

@@ -71,6 +71,8 @@ type sniffConn struct {
 	badAt  atomic.Int64 // index of the first request to reject, -1 if none
 	badWhy Reason       // why; written before badAt is published, read after
 	seen   atomic.Int64 // requests handed to the handler so far
+
+	xfcc xfccCache // the connection's XFCC values (xfcc.go)
 }
 
 func newSniffConn(c net.Conn, maxHeader int) *sniffConn {

@@ -6,14 +6,16 @@
 // Concurrency: Start runs the server's Serve on one goroutine owned by the
 // Listener; Drain may be called once, from any goroutine, and waits for it.
 // StoreTLS may be called from any goroutine; the TLS configuration is loaded
-// once per accepted connection (one atomic load) and the handshake runs on the
-// connection's own goroutine.
+// once per accepted connection (one atomic load) and the handshake (and, on a
+// TLS-optional PERMISSIVE listener, the peek at the first byte that decides
+// between TLS and plaintext) runs on the connection's own goroutine.
 package listener
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 )
 
@@ -50,14 +52,18 @@ func Bind(name, addr string) (net.Listener, error) {
 // Start runs srv on ln in a goroutine owned by the returned Listener, with
 // plain TCP connections.
 func Start(name, addr string, ln net.Listener, srv Server) *Listener {
-	return StartTLS(name, addr, ln, nil, srv)
+	return StartTLS(name, addr, ln, nil, srv, nil)
 }
 
-// StartTLS is Start with TLS terminated on every accepted connection when
-// tlsCfg is not nil (see ServerConfig); srv then reads and writes plaintext.
-func StartTLS(name, addr string, ln net.Listener, tlsCfg *tls.Config, srv Server) *Listener {
-	tl := &tlsListener{Listener: ln}
-	tl.cfg.Store(tlsCfg)
+// StartTLS is Start with TLS terminated on accepted connections when t is not
+// nil (see NewTLS); srv then reads and writes plaintext. log (nil discards)
+// gets failed handshakes at warn level, naming the listener and the peer.
+func StartTLS(name, addr string, ln net.Listener, t *TLS, srv Server, log *slog.Logger) *Listener {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	tl := &tlsListener{Listener: ln, name: name, log: log}
+	tl.cfg.Store(t)
 	l := &Listener{Name: name, Addr: addr, ln: ln, tl: tl, srv: srv, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
@@ -66,9 +72,10 @@ func StartTLS(name, addr string, ln net.Listener, tlsCfg *tls.Config, srv Server
 	return l
 }
 
-// StoreTLS replaces the TLS configuration for connections accepted from now
-// on; nil switches to plain TCP. Open connections keep what they negotiated.
-func (l *Listener) StoreTLS(tlsCfg *tls.Config) { l.tl.cfg.Store(tlsCfg) }
+// StoreTLS replaces the TLS settings for connections accepted from now on
+// (certificate rotation, a PERMISSIVE/STRICT change); nil switches to plain
+// TCP. Open connections keep what they negotiated.
+func (l *Listener) StoreTLS(t *TLS) { l.tl.cfg.Store(t) }
 
 // BoundAddr is the address actually bound (useful with port 0).
 func (l *Listener) BoundAddr() net.Addr { return l.ln.Addr() }

@@ -74,16 +74,30 @@ type Leaf struct {
 	Client     bool // extended key usage clientAuth instead of serverAuth
 }
 
+// IssueSVID returns an X.509-SVID for spiffeID as the mesh's CA issues them
+// (docs/identity.md): the SPIFFE ID as the only URI SAN, ECDSA P-256,
+// digitalSignature, extended key usage serverAuth and clientAuth, PEM chain
+// (leaf only) and PEM PKCS#8 key.
+func (p *PKI) IssueSVID(t testing.TB, spiffeID string) config.CertificateKeyPair {
+	t.Helper()
+	return p.issue(t, Leaf{URIs: []string{spiffeID}}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})
+}
+
 // Issue returns a PEM certificate (leaf only) and PEM PKCS#8 key for l.
 func (p *PKI) Issue(t testing.TB, l Leaf) config.CertificateKeyPair {
+	t.Helper()
+	usage := x509.ExtKeyUsageServerAuth
+	if l.Client {
+		usage = x509.ExtKeyUsageClientAuth
+	}
+	return p.issue(t, l, []x509.ExtKeyUsage{usage})
+}
+
+func (p *PKI) issue(t testing.TB, l Leaf, usage []x509.ExtKeyUsage) config.CertificateKeyPair {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
-	}
-	usage := x509.ExtKeyUsageServerAuth
-	if l.Client {
-		usage = x509.ExtKeyUsageClientAuth
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(p.serial.Add(1)),
@@ -92,7 +106,7 @@ func (p *PKI) Issue(t testing.TB, l Leaf) config.CertificateKeyPair {
 		NotBefore:    time.Now().Add(-time.Minute),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		ExtKeyUsage:  usage,
 	}
 	for _, s := range l.URIs {
 		u, err := url.Parse(s)

@@ -1,5 +1,6 @@
 // Package tcpproxy forwards whole TCP connections to a cluster's endpoints: accept,
-// pick an endpoint round robin, dial with the cluster's connect timeout (trying up
+// check the network RBAC filter if the listener has one (rbac.go), pick an
+// endpoint round robin, dial with the cluster's connect timeout (trying up
 // to two other endpoints when the connect fails), and copy both directions with
 // half-close until both sides are done or the connection has been idle for the
 // configured timeout.
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
+	"github.com/tinymesh/tinymesh/dataplane/rbac"
 )
 
 // maxConnectAttempts bounds the upstream connects per downstream connection.
@@ -30,12 +32,14 @@ const maxConnectAttempts = 3
 type State struct {
 	Cluster     *cluster.Cluster // nil if the snapshot lacks it: connections are closed
 	IdleTimeout time.Duration    // 0 disables
+	RBAC        *rbac.Engine     // the network RBAC filter; nil allows all (rbac.go)
 }
 
 // Server serves one listener's connections.
 type Server struct {
-	log   *slog.Logger          // set in New, read-only after
-	state atomic.Pointer[State] // written by the config goroutine
+	log     *slog.Logger          // set in New, read-only after
+	state   atomic.Pointer[State] // written by the config goroutine
+	denials rbac.DenyLog          // bounds RBAC denial logs; safe for concurrent use
 
 	ctx    context.Context // cancelled by Close; aborts dials
 	cancel context.CancelFunc
@@ -127,6 +131,9 @@ func (s *Server) handle(down net.Conn) {
 	defer s.untrack(down)
 	defer down.Close()
 	st := s.state.Load()
+	if st.RBAC != nil && !s.authorize(down, st.RBAC) {
+		return
+	}
 	if st.Cluster == nil {
 		s.log.Warn("tcp proxy: no cluster", "downstream", down.RemoteAddr())
 		return

@@ -45,6 +45,7 @@ func main() {
 type options struct {
 	basePort     int
 	modelDir     string
+	dataDir      string
 	binDir       string
 	build        bool
 	logDir       string
@@ -61,6 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.basePort, "base-port", 15100, "first port of the layout; every address is base-port + a fixed offset (see README.md)")
 	fs.StringVar(&o.modelDir, "model-dir", "", "mesh model directory the control plane serves and watches (default: examples/quickstart/mesh in the repository)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "the control plane's data directory: its CA root and join-token key (default: <bin-dir>/data)")
 	fs.StringVar(&o.binDir, "bin-dir", "", "where the binaries are built (default: <user cache dir>/tinymesh-quickstart)")
 	fs.BoolVar(&o.build, "build", true, "build the binaries first; false runs what is already in --bin-dir")
 	fs.StringVar(&o.logDir, "log-dir", "", "write each process's output to <log-dir>/<role>.log instead of stderr with a role prefix")
@@ -114,6 +116,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			return fmt.Errorf("no --bin-dir and no user cache dir: %w", err)
 		}
 		opts.binDir = filepath.Join(cache, "tinymesh-quickstart")
+	}
+	if opts.dataDir == "" {
+		opts.dataDir = filepath.Join(opts.binDir, "data")
 	}
 	if opts.build {
 		fmt.Fprintf(stdout, "building controlplane, meshproxy and demoapp into %s\n", opts.binDir)

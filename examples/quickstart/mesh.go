@@ -3,12 +3,29 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
+	"strings"
 	"time"
 )
+
+// joinToken mints a join token with the controlplane CLI, as an operator would.
+func joinToken(ctx context.Context, controlplane, dataDir, namespace, serviceAccount string) (string, error) {
+	out, err := exec.CommandContext(ctx, controlplane, "token", "create", "--data-dir", dataDir,
+		"--namespace", namespace, "--service-account", serviceAccount).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("controlplane token create: %w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return "", fmt.Errorf("controlplane token create: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
 
 // pollInterval is how often readiness probes retry. Probing is how we wait for
 // another process's event; there is no notification to wait on instead.
@@ -39,12 +56,13 @@ func (m *mesh) start(ctx context.Context, sup *supervisor, stdout io.Writer) (st
 	cp, err := sup.start("controlplane", bin("controlplane"),
 		"--xds-addr", m.l.XDS,
 		"--model-dir", m.opts.modelDir,
+		"--data-dir", m.opts.dataDir,
 		"--log-level", m.opts.logLevel,
 	)
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(stdout, "started %-18s pid %-7d xds %s  model %s\n", "controlplane", cp.pid(), m.l.XDS, m.opts.modelDir)
+	fmt.Fprintf(stdout, "started %-18s pid %-7d xds %s  model %s  data %s\n", "controlplane", cp.pid(), m.l.XDS, m.opts.modelDir, m.opts.dataDir)
 	// Sidecars would retry, but starting them once xDS listens keeps their logs
 	// free of connection errors and readiness fast.
 	if err := m.wait(ctx, sup, "controlplane xDS on "+m.l.XDS, func(ctx context.Context) error { return dialOnce(ctx, m.l.XDS) }); err != nil {
@@ -66,7 +84,14 @@ func (m *mesh) start(ctx context.Context, sup *supervisor, stdout io.Writer) (st
 		}
 		fmt.Fprintln(stdout)
 
+		// Each sidecar proves who it is once, with a join token minted for its
+		// service account, and gets its SVID from the control plane's CA.
+		token, err := joinToken(ctx, bin("controlplane"), m.opts.dataDir, "default", w.Name)
+		if err != nil {
+			return "", err
+		}
 		proxy, err := sup.start(w.Name+"-proxy", bin("meshproxy"),
+			"--join-token", token,
 			"--xds", m.l.XDS,
 			"--xds-mode", m.opts.xdsMode,
 			"--namespace", "default",

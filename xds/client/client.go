@@ -17,6 +17,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -69,6 +70,37 @@ type Options struct {
 	// DialOptions are added to the gRPC dial options (insecure credentials by
 	// default).
 	DialOptions []grpc.DialOption
+	// Keys holds the private keys this proxy generated for its certificates
+	// (identity client): a Secret whose tls_certificate has the
+	// private_key_provider "tinymesh.io/proxy-generated-key" is paired with the
+	// key Keys has for its leaf, and NACKed when it has none. Nil means no key.
+	Keys resource.KeyFinder
+	// LocalSecrets, when set, supplies secrets from inside the proxy (the
+	// SPIFFE Workload API): the names it provides are taken from it and not
+	// subscribed to over SDS, and a signal on its Changed channel re-assembles
+	// and re-applies the config.
+	LocalSecrets LocalSecrets
+	// OnConnect, when set, is called on Run's goroutine each time an ADS
+	// stream has been opened (first connection and every reconnect), before
+	// the first request on it. The identity client renews then, since a
+	// restarted control plane has no certificate to serve until it does. It
+	// must not block.
+	OnConnect func()
+}
+
+// LocalSecrets supplies SDS secrets from within the proxy. The client calls
+// its methods on Run's goroutine; they must be safe for concurrent use with
+// whatever updates the secrets, and must not block. Returned secrets are
+// owned by the provider and must not be modified by anyone once returned.
+type LocalSecrets interface {
+	// Names lists the secrets provided (e.g. "default" and "ROOTCA").
+	Names() []string
+	// Secret returns the current value of a provided secret; false when it
+	// is not available (yet).
+	Secret(name string) (*config.TLSSecret, bool)
+	// Changed is signalled (a capacity-1 channel, sent without blocking)
+	// after any provided secret changed.
+	Changed() <-chan struct{}
 }
 
 // ADS type URLs, in the order the client subscribes: CDS before LDS, as Envoy
@@ -78,6 +110,7 @@ var typeOrder = []string{
 	resource.TypeClusterLoadAssignment,
 	resource.TypeListener,
 	resource.TypeRouteConfiguration,
+	resource.TypeSecret,
 }
 
 func wildcard(typeURL string) bool {
@@ -109,6 +142,7 @@ type Client struct {
 	dirty      bool // resources changed since the last Apply
 	fetchTimer *time.Timer
 	fetchC     <-chan time.Time // nil unless an incomplete config waits
+	localC     <-chan struct{}  // LocalSecrets.Changed(); nil without LocalSecrets
 
 	// accessed atomically
 	synced atomic.Bool // a complete config was applied (not one forced by the fetch timeout)
@@ -166,6 +200,9 @@ func New(opts Options) (*Client, error) {
 	for _, t := range typeOrder {
 		c.types[t] = &typeState{decoded: map[string]any{}, raw: map[string]digest{}, versions: map[string]string{}}
 	}
+	if opts.LocalSecrets != nil {
+		c.localC = opts.LocalSecrets.Changed()
+	}
 	return c, nil
 }
 
@@ -198,6 +235,8 @@ func (c *Client) Run(ctx context.Context) error {
 				return nil
 			case <-c.fetchC:
 				c.fetchTimeout()
+			case <-c.localC:
+				c.localSecretsChanged()
 			case <-t.C:
 				break wait
 			}
@@ -249,6 +288,9 @@ func (c *Client) runStream(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if c.opts.OnConnect != nil {
+		c.opts.OnConnect()
+	}
 	recvC := make(chan recvResult)
 	done := make(chan struct{})
 	defer func() { cancel(); <-done }()
@@ -287,6 +329,8 @@ func (c *Client) runStream(ctx context.Context) (progressed bool, err error) {
 			return progressed, ctx.Err()
 		case <-c.fetchC:
 			c.fetchTimeout()
+		case <-c.localC:
+			c.localSecretsChanged()
 		case r := <-recvC:
 			if r.err != nil {
 				return progressed, r.err
@@ -353,7 +397,7 @@ func (c *Client) handle(st stream, u *update) error {
 	var errs []string
 	var names []string
 	for _, r := range u.resources {
-		name, v, err := decode(u.typeURL, r.any)
+		name, v, err := decode(u.typeURL, r.any, c.opts.Keys)
 		if r.name != "" && err == nil && name != r.name {
 			err = fmt.Errorf("%s %q: resource is named %q in its envelope", kind(u.typeURL), name, r.name)
 		}
@@ -383,6 +427,13 @@ func (c *Client) handle(st stream, u *update) error {
 		newDecoded[n], newRaw[n], newVersions[n] = decoded[n], raw[n], versions[n]
 	}
 	for _, n := range u.removed {
+		if u.typeURL == resource.TypeSecret {
+			// Keep the last good secret: a control plane that restarted
+			// has no certificate for this proxy until it renews, and its
+			// listeners must not lose theirs meanwhile.
+			c.log.Info("control plane removed a Secret; keeping the last one received", "secret", n)
+			continue
+		}
 		delete(newDecoded, n)
 		delete(newRaw, n)
 		delete(newVersions, n)
@@ -398,7 +449,7 @@ func (c *Client) handle(st stream, u *update) error {
 		// Until both wildcard subscriptions have had their first answer, an empty
 		// set of listeners or clusters means "not yet", not "none".
 		snap = nil
-	} else if snap == nil && len(miss.Routes) == 0 && len(miss.Assignments) == 0 {
+	} else if snap == nil && len(miss.Routes) == 0 && len(miss.Assignments) == 0 && len(miss.Secrets) == 0 {
 		// Only clusters are missing, and clusters are a wildcard subscription we
 		// have an answer for: they are absent, not late, so waiting cannot help.
 		// Like Envoy, serve and let requests to them fail.
@@ -407,7 +458,7 @@ func (c *Client) handle(st stream, u *update) error {
 	}
 	switch {
 	case snap == nil:
-		c.log.Debug("xDS config incomplete; waiting", "routes", miss.Routes, "assignments", miss.Assignments, "clusters", miss.Clusters)
+		c.log.Debug("xDS config incomplete; waiting", "routes", miss.Routes, "assignments", miss.Assignments, "clusters", miss.Clusters, "secrets", miss.Secrets)
 		c.armFetchTimer()
 	case changed || c.dirty || !c.applied:
 		if err := c.opts.Apply(snap); err != nil {
@@ -477,10 +528,15 @@ func cmpOr(a, b string) string {
 // resubscribe updates the RDS and EDS subscriptions to what the current
 // listeners and clusters name, dropping resources no longer named.
 func (c *Client) resubscribe(st stream, set *resource.Set) error {
-	for _, t := range []string{resource.TypeRouteConfiguration, resource.TypeClusterLoadAssignment} {
-		want := set.RouteNames()
-		if t == resource.TypeClusterLoadAssignment {
+	for _, t := range []string{resource.TypeRouteConfiguration, resource.TypeClusterLoadAssignment, resource.TypeSecret} {
+		var want []string
+		switch t {
+		case resource.TypeRouteConfiguration:
+			want = set.RouteNames()
+		case resource.TypeClusterLoadAssignment:
 			want = set.AssignmentNames()
+		case resource.TypeSecret:
+			want = c.sdsNames(set)
 		}
 		ts := c.types[t]
 		if slices.Equal(want, ts.names) && (ts.sent || len(want) == 0) {
@@ -533,22 +589,73 @@ func (c *Client) set() *resource.Set {
 	for n, v := range c.types[resource.TypeClusterLoadAssignment].decoded {
 		s.Assignments[n] = v.(*resource.Assignment)
 	}
+	s.Secrets = make(map[string]*config.TLSSecret)
+	for n, v := range c.types[resource.TypeSecret].decoded {
+		s.Secrets[n] = v.(*config.TLSSecret)
+	}
+	if ls := c.opts.LocalSecrets; ls != nil {
+		for _, n := range ls.Names() {
+			delete(s.Secrets, n) // never an SDS value for a name provided locally
+			if sec, ok := ls.Secret(n); ok {
+				s.Secrets[n] = sec
+			}
+		}
+	}
 	return s
+}
+
+// sdsNames returns the secrets to subscribe to over SDS: those the
+// listeners and clusters name, less those LocalSecrets provides.
+func (c *Client) sdsNames(set *resource.Set) []string {
+	names := set.SecretNames()
+	ls := c.opts.LocalSecrets
+	if ls == nil {
+		return names
+	}
+	local := ls.Names()
+	return slices.DeleteFunc(names, func(n string) bool { return slices.Contains(local, n) })
+}
+
+// localSecretsChanged re-assembles the config with the new local secrets
+// and applies it (the SPIFFE Workload API rotated the SVID or the bundle).
+func (c *Client) localSecretsChanged() {
+	if !c.wildcardsAnswered("") {
+		return // the first complete config will include them
+	}
+	set := c.set()
+	snap, miss := resource.Assemble(set, c.versionString("", ""), false)
+	if snap == nil {
+		c.dirty = true
+		c.log.Debug("local secrets changed; xDS config incomplete, waiting", "routes", miss.Routes, "assignments", miss.Assignments, "secrets", miss.Secrets)
+		c.armFetchTimer()
+		return
+	}
+	if err := c.opts.Apply(snap); err != nil {
+		c.log.Warn("applying xDS config with new local secrets failed; keeping the previous one", "err", err)
+		return
+	}
+	c.applied, c.dirty = true, false
+	c.synced.Store(true)
+	c.stopFetchTimer()
+	c.log.Info("applied xDS config with new local secrets", "version", snap.Version)
 }
 
 // versionString names the versions a snapshot was built from, for logs and the
 // config dump; override replaces the version of typeURL (being staged).
 func (c *Client) versionString(typeURL, override string) string {
 	var b strings.Builder
-	for i, t := range []string{resource.TypeListener, resource.TypeRouteConfiguration, resource.TypeCluster, resource.TypeClusterLoadAssignment} {
+	for i, t := range []string{resource.TypeListener, resource.TypeRouteConfiguration, resource.TypeCluster, resource.TypeClusterLoadAssignment, resource.TypeSecret} {
 		v := c.types[t].version
 		if t == typeURL {
 			v = override
 		}
+		if t == resource.TypeSecret && v == "" {
+			continue // no SDS: keep the four-part version
+		}
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		fmt.Fprintf(&b, "%s=%s", [...]string{"lds", "rds", "cds", "eds"}[i], v)
+		fmt.Fprintf(&b, "%s=%s", [...]string{"lds", "rds", "cds", "eds", "sds"}[i], v)
 	}
 	return b.String()
 }
@@ -580,7 +687,13 @@ func (c *Client) fetchTimeout() {
 	}
 	c.log.Warn("initial fetch timeout: applying incomplete xDS config",
 		"timeout", c.opts.InitialFetchTimeout, "missing_routes", miss.Routes,
-		"missing_assignments", miss.Assignments, "missing_clusters", miss.Clusters)
+		"missing_assignments", miss.Assignments, "missing_clusters", miss.Clusters, "missing_secrets", miss.Secrets)
+	for _, n := range miss.Secrets {
+		// TLS listeners and clusters that need it stay out of service
+		// (resource.Assemble) until it arrives.
+		c.log.Warn(fmt.Sprintf("waiting for Secret %s (has this proxy an identity? start it with --join-token)", n),
+			"secret", n, "listeners_left_out", c.listenersNeeding(n))
+	}
 	if err := c.opts.Apply(snap); err != nil {
 		c.log.Error("applying incomplete xDS config failed", "err", err)
 		return
@@ -598,12 +711,15 @@ func kind(typeURL string) string {
 		return resource.KindCluster
 	case resource.TypeClusterLoadAssignment:
 		return resource.KindClusterLoadAssignment
+	case resource.TypeSecret:
+		return resource.KindSecret
 	}
 	return typeURL
 }
 
-// decode unmarshals and validates one resource, returning its name.
-func decode(typeURL string, a *anypb.Any) (string, any, error) {
+// decode unmarshals and validates one resource, returning its name. keys
+// resolves the private keys of Secrets.
+func decode(typeURL string, a *anypb.Any, keys resource.KeyFinder) (string, any, error) {
 	if a.GetTypeUrl() != typeURL {
 		return "", nil, &resource.Error{Type: kind(typeURL), Reason: fmt.Sprintf("resource of type %s in a %s response", a.GetTypeUrl(), typeURL)}
 	}
@@ -617,6 +733,8 @@ func decode(typeURL string, a *anypb.Any) (string, any, error) {
 		m = &clusterv3.Cluster{}
 	case resource.TypeClusterLoadAssignment:
 		m = &endpointv3.ClusterLoadAssignment{}
+	case resource.TypeSecret:
+		m = &tlsv3.Secret{}
 	}
 	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
 		return "", nil, &resource.Error{Type: kind(typeURL), Reason: "cannot unmarshal: " + err.Error()}
@@ -634,6 +752,21 @@ func decode(typeURL string, a *anypb.Any) (string, any, error) {
 	case *endpointv3.ClusterLoadAssignment:
 		v, err := resource.DecodeClusterLoadAssignment(m)
 		return m.GetClusterName(), v, err
+	case *tlsv3.Secret:
+		v, err := resource.DecodeSecret(m, keys)
+		return m.GetName(), v, err
 	}
 	return "", nil, fmt.Errorf("unreachable type %s", typeURL)
+}
+
+// listenersNeeding names the TLS listeners that use secret name.
+func (c *Client) listenersNeeding(name string) []string {
+	var out []string
+	for n, v := range c.types[resource.TypeListener].decoded {
+		if t := v.(*resource.Listener).Config.TLS; t != nil && (t.CertificateSecret == name || t.ValidationSecret == name) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

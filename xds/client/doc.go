@@ -1,8 +1,10 @@
 // Package client is the proxy's ADS client: it keeps one aggregated xDS stream to
 // the control plane (incremental "delta" or state-of-the-world), subscribes to
-// listeners and clusters (wildcard) and to the route configurations and endpoint
-// assignments they name, validates every response with xds/resource, ACKs or
-// NACKs it, and hands each complete snapshot to Options.Apply.
+// listeners and clusters (wildcard) and to the route configurations, endpoint
+// assignments and SDS secrets they name (less the secrets Options.LocalSecrets
+// provides), validates every response with xds/resource, ACKs or NACKs it, and
+// hands each complete snapshot to Options.Apply, with the secrets' certificates
+// and trust bundles resolved into the listeners' and clusters' TLS settings.
 //
 // Concurrency: Run owns all client state and runs the stream on its own
 // goroutine plus one receive goroutine per stream, which it waits for before

@@ -1,6 +1,7 @@
 // Package mesh is the control plane's model of the mesh: Kubernetes-style Services,
-// EndpointSlices and GAMMA HTTPRoutes (the upstream Go types, never redefined) plus
-// the workloads that proxies register through their xDS node metadata.
+// EndpointSlices and GAMMA HTTPRoutes (the upstream Go types, never redefined), the
+// mesh's own PeerAuthentications and AuthorizationPolicies (xds/mesh/v1alpha1),
+// plus the workloads that proxies register through their xDS node metadata.
 //
 // A Model is built by a source (xds/source/file), validated once with Validate, and
 // then treated as immutable: the server and the translator read it from any
@@ -17,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/tinymesh/tinymesh/xds/mesh/v1alpha1"
 )
 
 // DefaultNamespace is used for resources and workloads that do not name one.
@@ -30,6 +33,14 @@ type Model struct {
 	Services       []*corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
 	HTTPRoutes     []*gwv1.HTTPRoute
+	// PeerAuthentications and AuthorizationPolicies are the mesh's identity
+	// policies (docs/identity.md).
+	PeerAuthentications   []*v1alpha1.PeerAuthentication
+	AuthorizationPolicies []*v1alpha1.AuthorizationPolicy
+	// TrustDomain is the SPIFFE trust domain that SPIFFE IDs in policies must
+	// belong to; empty means identity.DefaultTrustDomain. The source sets it
+	// from its configuration before Validate.
+	TrustDomain string
 	// Files maps a resource to the file it was read from, for error messages;
 	// it may be nil or incomplete.
 	Files map[Key]string
@@ -151,6 +162,17 @@ func Selects(svc *corev1.Service, w *Workload) bool {
 	}
 	for k, v := range svc.Spec.Selector {
 		if got, ok := w.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// SelectsLabels reports whether labels include every entry of matchLabels (an
+// empty matchLabels matches everything).
+func SelectsLabels(matchLabels, labels map[string]string) bool {
+	for k, v := range matchLabels {
+		if got, ok := labels[k]; !ok || got != v {
 			return false
 		}
 	}

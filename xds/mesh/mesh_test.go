@@ -13,6 +13,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/tinymesh/tinymesh/xds/mesh"
+	"github.com/tinymesh/tinymesh/xds/mesh/v1alpha1"
 )
 
 func service(name string, selector map[string]string, ports ...corev1.ServicePort) *corev1.Service {
@@ -144,6 +145,52 @@ func TestValidate(t *testing.T) {
 				if !strings.HasPrefix(got[i], tc.want[i]) {
 					t.Errorf("error %d:\n got %q\nwant prefix %q", i, got[i], tc.want[i])
 				}
+			}
+		})
+	}
+}
+
+func TestMTLSMode(t *testing.T) {
+	pa := func(ns, name string, sel map[string]string, mode v1alpha1.MTLSMode) *v1alpha1.PeerAuthentication {
+		p := &v1alpha1.PeerAuthentication{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec:       v1alpha1.PeerAuthenticationSpec{MTLS: &v1alpha1.PeerAuthenticationMTLS{Mode: mode}},
+		}
+		if sel != nil {
+			p.Spec.Selector = &v1alpha1.WorkloadSelector{MatchLabels: sel}
+		}
+		return p
+	}
+	backend := map[string]string{"app": "backend", "version": "v1"}
+	for _, tc := range []struct {
+		name   string
+		pas    []*v1alpha1.PeerAuthentication
+		ns     string
+		labels map[string]string
+		want   v1alpha1.MTLSMode
+	}{
+		{"default", nil, "default", backend, v1alpha1.ModeStrict},
+		{"root", []*v1alpha1.PeerAuthentication{pa("tinymesh-system", "m", nil, v1alpha1.ModeDisable)}, "default", backend, v1alpha1.ModeDisable},
+		{"root selector is for the root namespace only", []*v1alpha1.PeerAuthentication{
+			pa("tinymesh-system", "m", map[string]string{"app": "backend"}, v1alpha1.ModeDisable),
+		}, "default", backend, v1alpha1.ModeStrict},
+		{"namespace over root", []*v1alpha1.PeerAuthentication{
+			pa("default", "ns", nil, v1alpha1.ModePermissive), pa("tinymesh-system", "m", nil, v1alpha1.ModeDisable),
+		}, "default", backend, v1alpha1.ModePermissive},
+		{"other namespace ignored", []*v1alpha1.PeerAuthentication{pa("prod", "ns", nil, v1alpha1.ModeDisable)}, "default", backend, v1alpha1.ModeStrict},
+		{"selector over namespace; first name wins", []*v1alpha1.PeerAuthentication{
+			pa("default", "a", map[string]string{"app": "backend"}, v1alpha1.ModePermissive),
+			pa("default", "b", map[string]string{"version": "v1"}, v1alpha1.ModeDisable),
+			pa("default", "ns", nil, v1alpha1.ModeStrict),
+		}, "default", backend, v1alpha1.ModePermissive},
+		{"selector not matching", []*v1alpha1.PeerAuthentication{
+			pa("default", "a", map[string]string{"app": "frontend"}, v1alpha1.ModeDisable),
+		}, "default", backend, v1alpha1.ModeStrict},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &mesh.Model{PeerAuthentications: tc.pas}
+			if got := m.MTLSMode(tc.ns, tc.labels, mesh.DefaultRootNamespace); got != tc.want {
+				t.Errorf("MTLSMode = %s, want %s", got, tc.want)
 			}
 		})
 	}

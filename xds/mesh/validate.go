@@ -13,6 +13,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/tinymesh/tinymesh/xds/mesh/v1alpha1"
 )
 
 // FieldError is one validation failure, naming where it is: file (when known),
@@ -57,6 +59,22 @@ func (m *Model) Normalize() {
 			r.Namespace = DefaultNamespace
 		}
 	}
+	for _, p := range m.PeerAuthentications {
+		if p.Namespace == "" {
+			p.Namespace = DefaultNamespace
+		}
+	}
+	for _, p := range m.AuthorizationPolicies {
+		if p.Namespace == "" {
+			p.Namespace = DefaultNamespace
+		}
+	}
+	slices.SortStableFunc(m.PeerAuthentications, func(a, b *v1alpha1.PeerAuthentication) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	slices.SortStableFunc(m.AuthorizationPolicies, func(a, b *v1alpha1.AuthorizationPolicy) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	slices.SortStableFunc(m.Services, func(a, b *corev1.Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
@@ -93,6 +111,24 @@ func (m *Model) Validate() error {
 		k := Key{"HTTPRoute", r.Namespace, r.Name}
 		dup(k)
 		v.route(k, r)
+	}
+	wide := map[string]string{} // namespace -> its namespace-wide PeerAuthentication
+	for _, p := range m.PeerAuthentications {
+		k := Key{v1alpha1.KindPeerAuthentication, p.Namespace, p.Name}
+		dup(k)
+		v.peerAuthentication(k, p)
+		if p.Spec.Selector == nil {
+			if other, ok := wide[p.Namespace]; ok {
+				v.add(k, "spec.selector", "PeerAuthentication %s/%s already applies to the whole namespace; set a selector or remove one", p.Namespace, other)
+			} else {
+				wide[p.Namespace] = p.Name
+			}
+		}
+	}
+	for _, p := range m.AuthorizationPolicies {
+		k := Key{v1alpha1.KindAuthorizationPolicy, p.Namespace, p.Name}
+		dup(k)
+		v.authorizationPolicy(k, p)
 	}
 	return errors.Join(v.errs...)
 }

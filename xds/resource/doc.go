@@ -1,6 +1,7 @@
 // Package resource decodes and validates Envoy v3 xDS resources (Listener,
-// RouteConfiguration, Cluster, ClusterLoadAssignment) into dataplane/config values
-// and assembles them into a complete config.Snapshot.
+// RouteConfiguration, Cluster, ClusterLoadAssignment, and SDS Secret) into
+// dataplane/config values and assembles them into a complete config.Snapshot,
+// resolving the SDS secret names of TLS settings into their material.
 //
 // It sits between the ADS client (xds/client), which receives protos, and the data
 // plane, which only ever sees dataplane/config. Anything the data plane cannot honour

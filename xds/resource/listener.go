@@ -58,11 +58,16 @@ func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	tlsInspector := false
 	for i, lf := range l.GetListenerFilters() {
-		// Inspectors only feed filter_chain_match, which we reject anyway, so
-		// they change nothing and are accepted.
+		// The HTTP inspector only feeds filter_chain_match fields we reject,
+		// so it changes nothing and is accepted; the TLS inspector enables a
+		// PERMISSIVE pair of filter chains (below).
 		switch lf.GetName() {
-		case "envoy.filters.listener.http_inspector", "envoy.filters.listener.tls_inspector":
+		case "envoy.filters.listener.http_inspector":
+			continue
+		case "envoy.filters.listener.tls_inspector":
+			tlsInspector = true
 			continue
 		}
 		return nil, p.idx("listener_filters", i).errorf("unsupported listener filter %q", lf.GetName())
@@ -71,24 +76,20 @@ func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
 		return nil, p.at("use_original_dst").errorf("original destination is not supported")
 	}
 
-	var chain *listenerv3.FilterChain
-	var cp path
-	switch n := len(l.GetFilterChains()); {
-	case n == 1 && l.GetDefaultFilterChain() == nil:
-		chain, cp = l.GetFilterChains()[0], p.idx("filter_chains", 0)
-	case n == 0 && l.GetDefaultFilterChain() != nil:
-		chain, cp = l.GetDefaultFilterChain(), p.at("default_filter_chain")
-	default:
-		return nil, p.at("filter_chains").errorf("exactly one filter chain is supported, got %d", n+btoi(l.GetDefaultFilterChain() != nil))
+	chain, cp, plainChain, err := selectFilterChains(p, l, tlsInspector)
+	if err != nil {
+		return nil, err
 	}
-	if m := chain.GetFilterChainMatch(); m != nil && proto.Size(m) > 0 {
-		return nil, cp.at("filter_chain_match").errorf("filter chain matching is not supported")
+	// A network RBAC filter may come first (rbac.go); first skips it.
+	netRBAC, first, err := leadingNetworkRBAC(cp, chain.GetFilters())
+	if err != nil {
+		return nil, err
 	}
-	if len(chain.GetFilters()) != 1 {
+	if len(chain.GetFilters()) != first+1 {
 		return nil, cp.at("filters").errorf("exactly one network filter is supported, got %d", len(chain.GetFilters()))
 	}
-	fp := cp.idx("filters", 0)
-	tc := chain.GetFilters()[0].GetTypedConfig()
+	fp := cp.idx("filters", first)
+	tc := chain.GetFilters()[first].GetTypedConfig()
 	if tc == nil {
 		return nil, fp.at("typed_config").errorf("must be set")
 	}
@@ -119,10 +120,99 @@ func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
 	default:
 		return nil, fp.at("typed_config").errorf("unsupported filter %s", tc.GetTypeUrl())
 	}
+	if err := attachNetworkRBAC(cp, first, netRBAC, out.Config); err != nil {
+		return nil, err
+	}
 	if out.Config.TLS, err = decodeDownstreamTLS(cp.at("transport_socket"), chain.GetTransportSocket(), out.Config.HTTP != nil); err != nil {
 		return nil, err
 	}
+	if plainChain >= 0 {
+		if out.Config.TLS == nil {
+			return nil, cp.at("transport_socket").errorf("the filter chain matching transport_protocol \"tls\" must have a TLS transport socket")
+		}
+		out.Config.TLSOptional = true
+	}
 	return out, nil
+}
+
+// selectFilterChains picks the filter chain a listener serves. Supported are
+// one chain without filter_chain_match (or only a default_filter_chain), and,
+// with the TLS inspector, PERMISSIVE mTLS (docs/identity.md): exactly two
+// chains matching transport_protocol "tls" and "raw_buffer", the raw_buffer
+// one without a transport socket, with proto.Equal filters. It returns the
+// chain to decode, its path, and the index of the plaintext chain of a
+// PERMISSIVE pair (-1 otherwise).
+func selectFilterChains(p path, l *listenerv3.Listener, tlsInspector bool) (*listenerv3.FilterChain, path, int, error) {
+	chains := l.GetFilterChains()
+	hasMatch := func(fc *listenerv3.FilterChain) bool {
+		m := fc.GetFilterChainMatch()
+		return m != nil && proto.Size(m) > 0
+	}
+	if len(chains) == 2 && l.GetDefaultFilterChain() == nil && (hasMatch(chains[0]) || hasMatch(chains[1])) {
+		if !tlsInspector {
+			return nil, p, -1, p.at("listener_filters").errorf("filter chains matching transport_protocol need envoy.filters.listener.tls_inspector")
+		}
+		tlsIdx, plainIdx := -1, -1
+		for i, fc := range chains {
+			mp := p.idx("filter_chains", i).at("filter_chain_match")
+			m := fc.GetFilterChainMatch()
+			if m != nil && !proto.Equal(m, &listenerv3.FilterChainMatch{TransportProtocol: m.GetTransportProtocol()}) {
+				return nil, p, -1, mp.errorf("only transport_protocol is supported in filter_chain_match")
+			}
+			switch m.GetTransportProtocol() {
+			case "tls":
+				if tlsIdx >= 0 {
+					return nil, p, -1, mp.at("transport_protocol").errorf("two filter chains match \"tls\"")
+				}
+				tlsIdx = i
+			case "raw_buffer":
+				if plainIdx >= 0 {
+					return nil, p, -1, mp.at("transport_protocol").errorf("two filter chains match \"raw_buffer\"")
+				}
+				plainIdx = i
+			default:
+				return nil, p, -1, mp.at("transport_protocol").errorf("want \"tls\" or \"raw_buffer\", got %q", m.GetTransportProtocol())
+			}
+		}
+		pp := p.idx("filter_chains", plainIdx)
+		if ts := chains[plainIdx].GetTransportSocket(); ts != nil {
+			if a, err := transportSocketConfig(pp.at("transport_socket"), ts, typeDownstreamTLS); err != nil || a != nil {
+				return nil, p, -1, pp.at("transport_socket").errorf("the raw_buffer filter chain must not have a TLS transport socket")
+			}
+		}
+		if !filtersEqual(chains[tlsIdx].GetFilters(), chains[plainIdx].GetFilters()) {
+			return nil, p, -1, pp.at("filters").errorf("must equal the filters of filter_chains[%d] (PERMISSIVE serves the same filters with and without TLS)", tlsIdx)
+		}
+		return chains[tlsIdx], p.idx("filter_chains", tlsIdx), plainIdx, nil
+	}
+	var chain *listenerv3.FilterChain
+	var cp path
+	switch n := len(chains); {
+	case n == 1 && l.GetDefaultFilterChain() == nil:
+		chain, cp = chains[0], p.idx("filter_chains", 0)
+	case n == 0 && l.GetDefaultFilterChain() != nil:
+		chain, cp = l.GetDefaultFilterChain(), p.at("default_filter_chain")
+	case n == 2:
+		return nil, p, -1, p.at("filter_chains").errorf("two filter chains are supported only as a PERMISSIVE pair matching transport_protocol \"tls\" and \"raw_buffer\"")
+	default:
+		return nil, p, -1, p.at("filter_chains").errorf("exactly one filter chain is supported, got %d", n+btoi(l.GetDefaultFilterChain() != nil))
+	}
+	if hasMatch(chain) {
+		return nil, p, -1, cp.at("filter_chain_match").errorf("filter chain matching is not supported")
+	}
+	return chain, cp, -1, nil
+}
+
+func filtersEqual(a, b []*listenerv3.Filter) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !proto.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func btoi(b bool) int {
@@ -199,6 +289,16 @@ func decodeHCM(p path, h *hcmv3.HttpConnectionManager, out *Listener) error {
 		if what == typeRouter || what == "envoy.filters.http.router" {
 			return fp.errorf("envoy.filters.http.router must be the last HTTP filter")
 		}
+		if isHTTPRBAC(f) {
+			if c.RBAC != nil {
+				return fp.errorf("only one RBAC filter is supported")
+			}
+			var err error
+			if c.RBAC, err = decodeHTTPRBACFilter(fp, f); err != nil {
+				return err
+			}
+			continue
+		}
 		if f.GetIsOptional() {
 			continue // Envoy skips optional filters it does not know, and so do we.
 		}
@@ -234,7 +334,38 @@ func decodeHCM(p path, h *hcmv3.HttpConnectionManager, out *Listener) error {
 	if c.DrainTimeout, err = duration(p.at("drain_timeout"), h.GetDrainTimeout(), defaultDrainTimeout); err != nil {
 		return err
 	}
+	if err := decodeXFCC(p, h, c); err != nil {
+		return err
+	}
 	out.Config.HTTP = c
+	return nil
+}
+
+// decodeXFCC decodes forward_client_cert_details and
+// set_current_client_cert_details: SANITIZE (the default) and SANITIZE_SET
+// with By, Hash and URI, which is what the mesh's inbound listeners send
+// (docs/identity.md).
+func decodeXFCC(p path, h *hcmv3.HttpConnectionManager, c *config.HTTPConnectionManager) error {
+	switch f := h.GetForwardClientCertDetails(); f {
+	case hcmv3.HttpConnectionManager_SANITIZE:
+		c.ForwardClientCert = config.Sanitize
+	case hcmv3.HttpConnectionManager_SANITIZE_SET:
+		c.ForwardClientCert = config.SanitizeSet
+	default:
+		return p.at("forward_client_cert_details").errorf("unsupported %s (only SANITIZE and SANITIZE_SET; a mesh sidecar never trusts the XFCC a caller sends)", f)
+	}
+	d := h.GetSetCurrentClientCertDetails()
+	if d == nil {
+		return nil
+	}
+	dp := p.at("set_current_client_cert_details")
+	if err := rejectUnset(dp, d, "uri", "subject"); err != nil {
+		return err
+	}
+	if d.GetSubject().GetValue() {
+		return dp.at("subject").errorf("not supported (only uri; By and Hash are always set)")
+	}
+	c.SetCurrentClientCertURI = d.GetUri()
 	return nil
 }
 

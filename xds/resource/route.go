@@ -93,6 +93,9 @@ func decodeVirtualHost(p path, vh *routev3.VirtualHost) (*config.VirtualHost, er
 	}
 	v.RequestHeadersToRemove = lowerAll(vh.GetRequestHeadersToRemove())
 	v.ResponseHeadersToRemove = lowerAll(vh.GetResponseHeadersToRemove())
+	if v.RBAC, err = decodePerFilterRBAC(p, vh.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
 	for i, r := range vh.GetRoutes() {
 		rt, err := decodeRoute(p.idx("routes", i), r)
 		if err != nil {
@@ -161,6 +164,9 @@ func decodeRoute(p path, r *routev3.Route) (*config.Route, error) {
 	}
 	out.RequestHeadersToRemove = lowerAll(r.GetRequestHeadersToRemove())
 	out.ResponseHeadersToRemove = lowerAll(r.GetResponseHeadersToRemove())
+	if out.RBAC, err = decodePerFilterRBAC(p, r.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

@@ -37,9 +37,7 @@ var defaultHTTPALPN = []string{"h2", "http/1.1"}
 // unsupportedReasons explains why well-known fields are refused; any other
 // populated field we do not handle is refused as "not supported".
 var unsupportedReasons = map[protoreflect.Name]string{
-	"tls_certificate_sds_secret_configs":               "SDS secrets are not supported (certificates must be inline or files)",
-	"validation_context_sds_secret_config":             "SDS secrets are not supported (the trusted CA must be inline or a file)",
-	"session_ticket_keys_sds_secret_config":            "SDS secrets are not supported",
+	"session_ticket_keys_sds_secret_config":            "session ticket keys over SDS are not supported",
 	"tls_certificate_provider_instance":                "certificate provider instances are not supported",
 	"tls_certificate_certificate_provider":             "certificate providers are not supported",
 	"tls_certificate_certificate_provider_instance":    "certificate provider instances are not supported",
@@ -52,13 +50,11 @@ var unsupportedReasons = map[protoreflect.Name]string{
 	"session_ticket_keys":                              "configured session ticket keys are not supported",
 	"ocsp_staple_policy":                               "OCSP stapling is not supported",
 	"ocsp_staple":                                      "OCSP stapling is not supported",
-	"combined_validation_context":                      "only validation_context is supported",
 	"environment_variable":                             "only filename, inline_bytes and inline_string are supported",
-	"private_key_provider":                             "private key providers are not supported",
+	"private_key_provider":                             "private key providers are only supported in SDS Secrets",
+	"initial_fetch_timeout":                            "not supported for SDS (a TLS listener or cluster waits for its secrets)",
 	"trust_chain_verification":                         "only VERIFY_TRUST_CHAIN is supported",
 	"allow_expired_certificate":                        "expired certificates are never accepted",
-	"match_typed_subject_alt_names:downstream":         "client certificate SAN matching is not supported yet",
-	"match_subject_alt_names:downstream":               "client certificate SAN matching is not supported yet",
 	"cipher_suites":                                    "cipher suite selection is not supported (Go's defaults are used)",
 	"ecdh_curves":                                      "curve selection is not supported (Go's defaults are used)",
 	"signature_algorithms":                             "signature algorithm selection is not supported",
@@ -148,45 +144,33 @@ func decodeDownstreamTLS(p path, ts *corev3.TransportSocket, http bool) (*config
 	if c == nil {
 		return nil, cp.errorf("must be set")
 	}
-	if err := rejectUnset(cp, c, "tls_params", "tls_certificates", "validation_context", "alpn_protocols"); err != nil {
+	if err := rejectUnset(cp, c, commonFields...); err != nil {
 		return nil, err
 	}
 	if out.MinVersion, out.MaxVersion, err = decodeTLSParams(cp.at("tls_params"), c.GetTlsParams()); err != nil {
 		return nil, err
 	}
-	if len(c.GetTlsCertificates()) == 0 {
-		return nil, cp.at("tls_certificates").errorf("at least one certificate is required")
+	certs, certSecret, err := decodeCertificates(cp, c)
+	if err != nil {
+		return nil, err
 	}
-	for i, tc := range c.GetTlsCertificates() {
-		kp, err := decodeTLSCertificate(cp.idx("tls_certificates", i), tc)
-		if err != nil {
-			return nil, err
-		}
-		out.Certificates = append(out.Certificates, *kp)
+	if len(certs) == 0 && certSecret == "" {
+		return nil, cp.at("tls_certificates").errorf("at least one certificate (or one tls_certificate_sds_secret_configs) is required")
 	}
+	out.Certificates, out.CertificateSecret = certs, certSecret
 	if out.ALPN, err = decodeALPN(cp.at("alpn_protocols"), c.GetAlpnProtocols()); err != nil {
 		return nil, err
 	}
 	if len(out.ALPN) == 0 && http {
 		out.ALPN = slices.Clone(defaultHTTPALPN)
 	}
-	if vc := c.GetValidationContext(); vc != nil {
-		vp := cp.at("validation_context")
-		if err := rejectUnset(vp, vc, "trusted_ca"); err != nil {
-			if e, ok := err.(*Error); ok {
-				// Say why SAN matching is refused here though clusters have it.
-				if r, ok := unsupportedReasons[protoreflect.Name(lastField(e.Field)+":downstream")]; ok {
-					e.Reason = r
-				}
-			}
-			return nil, err
-		}
-		if out.TrustedCA, err = decodeTrustedCA(vp.at("trusted_ca"), vc.GetTrustedCa()); err != nil {
-			return nil, err
-		}
+	v, err := decodeValidation(cp, c)
+	if err != nil {
+		return nil, err
 	}
-	if out.RequireClientCertificate && len(out.TrustedCA) == 0 {
-		return nil, tp.at("require_client_certificate").errorf("needs common_tls_context.validation_context.trusted_ca to verify client certificates")
+	out.TrustedCA, out.MatchSANs, out.ValidationSecret = v.trustedCA, v.sans, v.secret
+	if out.RequireClientCertificate && len(out.TrustedCA) == 0 && out.ValidationSecret == "" {
+		return nil, tp.at("require_client_certificate").errorf("needs common_tls_context.validation_context.trusted_ca (or an SDS validation context) to verify client certificates")
 	}
 	return out, nil
 }
@@ -214,84 +198,212 @@ func decodeUpstreamTLS(p path, ts *corev3.TransportSocket, speaks config.Protoco
 	if c == nil {
 		return out, nil // TLS with no verification and no client certificate
 	}
-	if err := rejectUnset(cp, c, "tls_params", "tls_certificates", "validation_context", "alpn_protocols"); err != nil {
+	if err := rejectUnset(cp, c, commonFields...); err != nil {
 		return nil, err
 	}
 	if out.MinVersion, out.MaxVersion, err = decodeTLSParams(cp.at("tls_params"), c.GetTlsParams()); err != nil {
 		return nil, err
 	}
-	switch n := len(c.GetTlsCertificates()); {
-	case n == 1:
-		if out.ClientCertificate, err = decodeTLSCertificate(cp.idx("tls_certificates", 0), c.GetTlsCertificates()[0]); err != nil {
-			return nil, err
-		}
-	case n > 1:
-		return nil, cp.at("tls_certificates").errorf("at most one client certificate is supported, got %d", n)
+	certs, certSecret, err := decodeCertificates(cp, c)
+	if err != nil {
+		return nil, err
 	}
+	if n := len(certs); n > 1 {
+		return nil, cp.at("tls_certificates").errorf("at most one client certificate is supported, got %d", n)
+	} else if n == 1 {
+		out.ClientCertificate = &certs[0]
+	}
+	out.CertificateSecret = certSecret
 	if out.ALPN, err = decodeALPN(cp.at("alpn_protocols"), c.GetAlpnProtocols()); err != nil {
 		return nil, err
 	}
 	if want := speaks.ALPN(); want != "" && len(out.ALPN) > 0 && !slices.Contains(out.ALPN, want) {
 		return nil, cp.at("alpn_protocols").errorf("must include %q for a cluster speaking %s", want, speaks)
 	}
-	if vc := c.GetValidationContext(); vc != nil {
-		vp := cp.at("validation_context")
-		if err := rejectUnset(vp, vc, "trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names"); err != nil {
-			return nil, err
-		}
-		if out.TrustedCA, err = decodeTrustedCA(vp.at("trusted_ca"), vc.GetTrustedCa()); err != nil {
-			return nil, err
-		}
-		for i, m := range vc.GetMatchTypedSubjectAltNames() {
-			mp := vp.idx("match_typed_subject_alt_names", i)
-			var typ config.SANType
-			switch m.GetSanType() {
-			case tlsv3.SubjectAltNameMatcher_DNS:
-				typ = config.SANDNS
-			case tlsv3.SubjectAltNameMatcher_URI:
-				typ = config.SANURI
-			default:
-				return nil, mp.at("san_type").errorf("unsupported %s (only DNS and URI)", m.GetSanType())
-			}
-			if m.GetOid() != "" {
-				return nil, mp.at("oid").errorf("not supported")
-			}
-			exact, err := decodeExact(mp.at("matcher"), m.GetMatcher())
-			if err != nil {
-				return nil, err
-			}
-			out.MatchSANs = append(out.MatchSANs, config.SANMatcher{Type: typ, Exact: exact})
-		}
-		for i, m := range vc.GetMatchSubjectAltNames() { //nolint:staticcheck // deprecated but still sent
-			exact, err := decodeExact(vp.idx("match_subject_alt_names", i), m)
-			if err != nil {
-				return nil, err
-			}
-			out.MatchSANs = append(out.MatchSANs, config.SANMatcher{Type: config.SANAny, Exact: exact})
-		}
-		if len(out.MatchSANs) > 0 && len(out.TrustedCA) == 0 {
-			// As Envoy: matching SANs of an unverified certificate proves nothing.
-			return nil, vp.at("trusted_ca").errorf("must be set when subject alt names are matched")
-		}
+	v, err := decodeValidation(cp, c)
+	if err != nil {
+		return nil, err
 	}
+	out.TrustedCA, out.MatchSANs, out.ValidationSecret = v.trustedCA, v.sans, v.secret
 	return out, nil
 }
 
-func decodeExact(p path, m *matcherv3.StringMatcher) (string, error) {
+// commonFields are the CommonTlsContext fields listeners and clusters accept.
+var commonFields = []protoreflect.Name{"tls_params", "tls_certificates", "tls_certificate_sds_secret_configs",
+	"validation_context", "validation_context_sds_secret_config", "combined_validation_context", "alpn_protocols"}
+
+// decodeCertificates returns the inline tls_certificates of c, or the name of
+// its one tls_certificate_sds_secret_configs entry; cp names c.
+func decodeCertificates(cp path, c *tlsv3.CommonTlsContext) ([]config.CertificateKeyPair, string, error) {
+	sds := c.GetTlsCertificateSdsSecretConfigs()
+	if len(sds) > 0 && len(c.GetTlsCertificates()) > 0 {
+		return nil, "", cp.at("tls_certificate_sds_secret_configs").errorf("cannot be combined with tls_certificates")
+	}
+	if len(sds) > 1 {
+		return nil, "", cp.at("tls_certificate_sds_secret_configs").errorf("exactly one SDS certificate is supported, got %d", len(sds))
+	}
+	if len(sds) == 1 {
+		name, err := decodeSDSRef(cp.idx("tls_certificate_sds_secret_configs", 0), sds[0])
+		return nil, name, err
+	}
+	var out []config.CertificateKeyPair
+	for i, tc := range c.GetTlsCertificates() {
+		kp, err := decodeTLSCertificate(cp.idx("tls_certificates", i), tc)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, *kp)
+	}
+	return out, "", nil
+}
+
+// decodeSDSRef returns the name of the Secret an SdsSecretConfig refers to.
+// Only secrets delivered over this ADS stream are supported (sds_config.ads,
+// as Istio and docs/identity.md send them).
+func decodeSDSRef(p path, s *tlsv3.SdsSecretConfig) (string, error) {
+	if err := rejectUnset(p, s, "name", "sds_config"); err != nil {
+		return "", err
+	}
+	if s.GetName() == "" {
+		return "", p.at("name").errorf("must not be empty")
+	}
+	sp := p.at("sds_config")
+	cs := s.GetSdsConfig()
+	if cs == nil {
+		return "", sp.errorf("must be set (secrets come over ADS: sds_config: {ads: {}})")
+	}
+	if cs.GetAds() == nil {
+		return "", sp.errorf("only ads config sources are supported (secrets come over this ADS stream)")
+	}
+	if err := rejectUnset(sp, cs, "ads", "resource_api_version"); err != nil {
+		return "", err
+	}
+	if v := cs.GetResourceApiVersion(); v != corev3.ApiVersion_AUTO && v != corev3.ApiVersion_V3 {
+		return "", sp.at("resource_api_version").errorf("only V3 is supported, got %s", v)
+	}
+	return s.GetName(), nil
+}
+
+// validation is how a TLS context verifies its peer.
+type validation struct {
+	trustedCA []byte // inline PEM
+	secret    string // SDS validation context name
+	sans      []config.SANMatcher
+}
+
+// decodeValidation decodes the validation_context_type oneof of c: an inline
+// validation_context, an SDS validation_context_sds_secret_config, or a
+// combined_validation_context of both (SAN matchers inline, the trusted CA
+// from SDS).
+func decodeValidation(cp path, c *tlsv3.CommonTlsContext) (validation, error) {
+	var v validation
+	var err error
+	switch {
+	case c.GetValidationContext() != nil:
+		vp := cp.at("validation_context")
+		if v, err = decodeValidationContext(vp, c.GetValidationContext(), true); err != nil {
+			return v, err
+		}
+		if len(v.sans) > 0 && len(v.trustedCA) == 0 {
+			// As Envoy: matching SANs of an unverified certificate proves nothing.
+			return v, vp.at("trusted_ca").errorf("must be set when subject alt names are matched")
+		}
+	case c.GetValidationContextSdsSecretConfig() != nil:
+		v.secret, err = decodeSDSRef(cp.at("validation_context_sds_secret_config"), c.GetValidationContextSdsSecretConfig())
+	case c.GetCombinedValidationContext() != nil:
+		pp := cp.at("combined_validation_context")
+		cv := c.GetCombinedValidationContext()
+		if err := rejectUnset(pp, cv, "default_validation_context", "validation_context_sds_secret_config"); err != nil {
+			return v, err
+		}
+		if cv.GetValidationContextSdsSecretConfig() == nil {
+			return v, pp.at("validation_context_sds_secret_config").errorf("must be set")
+		}
+		if d := cv.GetDefaultValidationContext(); d != nil {
+			if v, err = decodeValidationContext(pp.at("default_validation_context"), d, false); err != nil {
+				return v, err
+			}
+		}
+		v.secret, err = decodeSDSRef(pp.at("validation_context_sds_secret_config"), cv.GetValidationContextSdsSecretConfig())
+	}
+	return v, err
+}
+
+// decodeValidationContext decodes an inline CertificateValidationContext (vp
+// names it). withCA allows trusted_ca; a combined context's default takes its
+// CA from SDS instead.
+func decodeValidationContext(vp path, vc *tlsv3.CertificateValidationContext, withCA bool) (validation, error) {
+	var v validation
+	ok := []protoreflect.Name{"match_typed_subject_alt_names", "match_subject_alt_names"}
+	if withCA {
+		ok = append(ok, "trusted_ca")
+	}
+	if err := rejectUnset(vp, vc, ok...); err != nil {
+		if e, isErr := err.(*Error); isErr && lastField(e.Field) == "trusted_ca" {
+			e.Reason = "not supported with validation_context_sds_secret_config, which supplies the trusted CA"
+		}
+		return v, err
+	}
+	var err error
+	if v.trustedCA, err = decodeTrustedCA(vp.at("trusted_ca"), vc.GetTrustedCa()); err != nil {
+		return v, err
+	}
+	for i, m := range vc.GetMatchTypedSubjectAltNames() {
+		mp := vp.idx("match_typed_subject_alt_names", i)
+		var typ config.SANType
+		switch m.GetSanType() {
+		case tlsv3.SubjectAltNameMatcher_DNS:
+			typ = config.SANDNS
+		case tlsv3.SubjectAltNameMatcher_URI:
+			typ = config.SANURI
+		default:
+			return v, mp.at("san_type").errorf("unsupported %s (only DNS and URI)", m.GetSanType())
+		}
+		if m.GetOid() != "" {
+			return v, mp.at("oid").errorf("not supported")
+		}
+		sm, err := decodeSANString(mp.at("matcher"), m.GetMatcher())
+		if err != nil {
+			return v, err
+		}
+		sm.Type = typ
+		v.sans = append(v.sans, sm)
+	}
+	for i, m := range vc.GetMatchSubjectAltNames() { //nolint:staticcheck // deprecated but still sent
+		sm, err := decodeSANString(vp.idx("match_subject_alt_names", i), m)
+		if err != nil {
+			return v, err
+		}
+		sm.Type = config.SANAny
+		v.sans = append(v.sans, sm)
+	}
+	return v, nil
+}
+
+// decodeSANString decodes a SAN StringMatcher: exact or prefix, case-sensitive.
+func decodeSANString(p path, m *matcherv3.StringMatcher) (config.SANMatcher, error) {
+	var out config.SANMatcher
 	if m == nil {
-		return "", p.errorf("must be set")
+		return out, p.errorf("must be set")
 	}
 	if m.GetIgnoreCase() {
-		return "", p.at("ignore_case").errorf("not supported")
+		return out, p.at("ignore_case").errorf("not supported")
 	}
-	e, ok := m.GetMatchPattern().(*matcherv3.StringMatcher_Exact)
-	if !ok {
-		return "", p.errorf("only exact matching is supported")
+	switch mp := m.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		if mp.Exact == "" {
+			return out, p.at("exact").errorf("must not be empty")
+		}
+		out.Exact = mp.Exact
+	case *matcherv3.StringMatcher_Prefix:
+		if mp.Prefix == "" {
+			return out, p.at("prefix").errorf("must not be empty")
+		}
+		out.Prefix = mp.Prefix
+	default:
+		return out, p.errorf("only exact and prefix matching are supported")
 	}
-	if e.Exact == "" {
-		return "", p.at("exact").errorf("must not be empty")
-	}
-	return e.Exact, nil
+	return out, nil
 }
 
 func decodeTLSParams(p path, tp *tlsv3.TlsParameters) (lo, hi config.TLSVersion, err error) {

@@ -182,28 +182,24 @@ func TestDecodeListenerTLSErrors(t *testing.T) {
 		}), `Listener "outbound_http": filter_chains[0].transport_socket.typed_config: must be set for envoy.transport_sockets.tls`},
 		{"no common context", with(func(d *tlsv3.DownstreamTlsContext) { d.CommonTlsContext = nil }), q + "common_tls_context: must be set"},
 		{"no certificate", with(func(d *tlsv3.DownstreamTlsContext) { d.CommonTlsContext.TlsCertificates = nil }),
-			q + "common_tls_context.tls_certificates: at least one certificate is required"},
+			q + "common_tls_context.tls_certificates: at least one certificate (or one tls_certificate_sds_secret_configs) is required"},
 		{"SDS certificate", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.CommonTlsContext.TlsCertificates = nil
 			d.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "default"}}
-		}), q + "common_tls_context.tls_certificate_sds_secret_configs: SDS secrets are not supported (certificates must be inline or files)"},
+		}), q + "common_tls_context.tls_certificate_sds_secret_configs[0].sds_config: must be set (secrets come over ADS: sds_config: {ads: {}})"},
 		{"certificate provider instance", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.CommonTlsContext.TlsCertificateProviderInstance = &tlsv3.CertificateProviderPluginInstance{InstanceName: "x"}
 		}), q + "common_tls_context.tls_certificate_provider_instance: certificate provider instances are not supported"},
 		{"SDS validation context", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "ca"}}
-		}), q + "common_tls_context.validation_context_sds_secret_config: SDS secrets are not supported (the trusted CA must be inline or a file)"},
+		}), q + "common_tls_context.validation_context_sds_secret_config.sds_config: must be set (secrets come over ADS: sds_config: {ads: {}})"},
 		{"combined validation context", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{}}
-		}), q + "common_tls_context.combined_validation_context: only validation_context is supported"},
+		}), q + "common_tls_context.combined_validation_context.validation_context_sds_secret_config: must be set"},
 		{"custom validator", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.CommonTlsContext.ValidationContextType = vc(&tlsv3.CertificateValidationContext{TrustedCa: inline(p.ca),
 				CustomValidatorConfig: &corev3.TypedExtensionConfig{Name: "envoy.tls.cert_validator.spiffe"}})
 		}), q + "common_tls_context.validation_context.custom_validator_config: custom certificate validators are not supported"},
-		{"client SAN matching", with(func(d *tlsv3.DownstreamTlsContext) {
-			d.CommonTlsContext.ValidationContextType = vc(&tlsv3.CertificateValidationContext{TrustedCa: inline(p.ca),
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: exact("spiffe://x")}}})
-		}), q + "common_tls_context.validation_context.match_typed_subject_alt_names: client certificate SAN matching is not supported yet"},
 		{"session ticket keys", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.SessionTicketKeysType = &tlsv3.DownstreamTlsContext_SessionTicketKeys{SessionTicketKeys: &tlsv3.TlsSessionTicketKeys{}}
 		}), q + "session_ticket_keys: configured session ticket keys are not supported"},
@@ -214,7 +210,7 @@ func TestDecodeListenerTLSErrors(t *testing.T) {
 		{"require sni", with(func(d *tlsv3.DownstreamTlsContext) { d.RequireSni = wrapperspb.Bool(true) }),
 			q + "require_sni: requiring SNI is not supported"},
 		{"client certs without CA", with(func(d *tlsv3.DownstreamTlsContext) { d.RequireClientCertificate = wrapperspb.Bool(true) }),
-			q + "require_client_certificate: needs common_tls_context.validation_context.trusted_ca to verify client certificates"},
+			q + "require_client_certificate: needs common_tls_context.validation_context.trusted_ca (or an SDS validation context) to verify client certificates"},
 		{"cipher suites", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.CommonTlsContext.TlsParams = &tlsv3.TlsParameters{CipherSuites: []string{"ECDHE-RSA-AES128-GCM-SHA256"}}
 		}), q + "common_tls_context.tls_params.cipher_suites: cipher suite selection is not supported (Go's defaults are used)"},
@@ -242,7 +238,7 @@ func TestDecodeListenerTLSErrors(t *testing.T) {
 			q + "common_tls_context.tls_certificates[0].private_key: must be set"},
 		{"private key provider", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.CommonTlsContext.TlsCertificates[0].PrivateKeyProvider = &tlsv3.PrivateKeyProvider{ProviderName: "cryptomb"}
-		}), q + "common_tls_context.tls_certificates[0].private_key_provider: private key providers are not supported"},
+		}), q + "common_tls_context.tls_certificates[0].private_key_provider: private key providers are only supported in SDS Secrets"},
 		{"trusted CA not PEM", with(func(d *tlsv3.DownstreamTlsContext) {
 			d.CommonTlsContext.ValidationContextType = vc(&tlsv3.CertificateValidationContext{TrustedCa: inline([]byte("junk"))})
 		}), q + "common_tls_context.validation_context.trusted_ca: no PEM certificate found"},
@@ -350,16 +346,17 @@ func TestDecodeClusterTLSErrors(t *testing.T) {
 			u.CommonTlsContext.TlsCertificates = []*tlsv3.TlsCertificate{c, c}
 		}), q + "common_tls_context.tls_certificates: at most one client certificate is supported, got 2"},
 		{"SDS client certificate", with(func(u *tlsv3.UpstreamTlsContext) {
-			u.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "default"}}
-		}), q + "common_tls_context.tls_certificate_sds_secret_configs: SDS secrets are not supported (certificates must be inline or files)"},
+			u.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "default",
+				SdsConfig: &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Path{Path: "/etc/sds.yaml"}}}}
+		}), q + "common_tls_context.tls_certificate_sds_secret_configs[0].sds_config: only ads config sources are supported (secrets come over this ADS stream)"},
 		{"CA provider instance", with(func(u *tlsv3.UpstreamTlsContext) {
 			u.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextCertificateProviderInstance{
 				ValidationContextCertificateProviderInstance: &tlsv3.CommonTlsContext_CertificateProviderInstance{InstanceName: "x"}}
 		}), q + "common_tls_context.validation_context_certificate_provider_instance: certificate provider instances are not supported"},
-		{"SAN prefix", with(func(u *tlsv3.UpstreamTlsContext) {
+		{"SAN regex", with(func(u *tlsv3.UpstreamTlsContext) {
 			vctx(u).MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_DNS,
-				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "backend"}}}}
-		}), q + "common_tls_context.validation_context.match_typed_subject_alt_names[0].matcher: only exact matching is supported"},
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "b.*"}}}}}
+		}), q + "common_tls_context.validation_context.match_typed_subject_alt_names[0].matcher: only exact and prefix matching are supported"},
 		{"SAN ignore case", with(func(u *tlsv3.UpstreamTlsContext) {
 			m := exact("b")
 			m.IgnoreCase = true
@@ -447,7 +444,7 @@ func FuzzDecodeClusterTLS(f *testing.F) {
 			return
 		}
 		u := got.Config.TLS
-		if len(u.MatchSANs) > 0 && len(u.TrustedCA) == 0 {
+		if len(u.MatchSANs) > 0 && len(u.TrustedCA) == 0 && u.ValidationSecret == "" {
 			t.Fatalf("accepted SAN matchers without a trusted CA: %+v", u)
 		}
 		if want := map[config.Protocol]string{config.ProtocolH2C: "h2", config.ProtocolHTTP1: "http/1.1"}[got.Config.Protocol]; want != "" && len(u.ALPN) > 0 && !slices.Contains(u.ALPN, want) {

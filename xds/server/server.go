@@ -17,10 +17,17 @@
 // that reconnect with a configuration (they keep serving it) while their peers
 // reconnect and re-register; proxies starting afresh are served at once.
 //
-// Every change (a new model from SetModel, a workload joining or expiring) kicks
-// one update goroutine, which debounces, then translates a snapshot for every
-// known node, checks its consistency and sets it in the cache. Versions are
-// content hashes per resource type, so an unchanged model pushes nothing.
+// Every change (a new model from SetModel, a workload joining or expiring, a new
+// trust bundle or certificate) kicks one update goroutine, which debounces, then
+// translates a snapshot for every known node, checks its consistency and sets it
+// in the cache. Versions are content hashes per resource type, so an unchanged
+// model pushes nothing.
+//
+// Sidecars also get SDS Secrets (docs/identity.md): ROOTCA, the trust bundle from
+// SetTrustBundle, and default, the chain SetCertificate recorded for the node. A
+// node with a default secret is only ready once it has ACKed its Secrets too; a
+// node without one (no identity yet, or one from the SPIFFE Workload API, which
+// does not subscribe to Secrets) is ready on the other types alone.
 //
 // Concurrency: SetModel and the gRPC callbacks may run on any goroutine; they only
 // touch state under mu and kick the update loop, which alone writes snapshots.
@@ -44,6 +51,7 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
@@ -54,6 +62,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"github.com/tinymesh/tinymesh/xds/mesh"
@@ -71,6 +80,12 @@ type Options struct {
 	Debounce time.Duration
 	// Logger may be nil.
 	Logger *slog.Logger
+	// TrustDomain is the mesh's SPIFFE trust domain; empty means
+	// identity.DefaultTrustDomain.
+	TrustDomain string
+	// RootNamespace holds mesh-wide PeerAuthentications; empty means
+	// mesh.DefaultRootNamespace.
+	RootNamespace string
 }
 
 // Server serves xDS. Create it with New, feed it models with SetModel, start it
@@ -102,6 +117,7 @@ type Server struct {
 
 	// owned by the update loop
 	versions map[string]string // node ID -> combined version last set
+	noCert   map[string]bool   // node ID -> "no certificate yet" logged
 }
 
 // nodeState is a registered node. Guarded by Server.mu.
@@ -150,6 +166,7 @@ func New(opts Options) *Server {
 		streams:  map[streamKey]string{},
 		leaves:   map[streamKey]*leave{},
 		versions: map[string]string{},
+		noCert:   map[string]bool{},
 		issued:   map[string][]byte{},
 	}
 	if opts.EndpointGrace > 0 {
@@ -199,6 +216,7 @@ func New(opts Options) *Server {
 	routeservice.RegisterRouteDiscoveryServiceServer(s.grpc, xds)
 	clusterservice.RegisterClusterDiscoveryServiceServer(s.grpc, xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(s.grpc, xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(s.grpc, xds)
 	go s.loop()
 	return s
 }
@@ -250,7 +268,8 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	s.grpc.RegisterService(desc, impl)
 }
 
-// SetTrustBundle replaces the PEM trust bundle served as the ROOTCA secret.
+// SetTrustBundle replaces the PEM trust bundle served to every sidecar as the
+// ROOTCA secret; the new one is pushed within Debounce.
 func (s *Server) SetTrustBundle(pem []byte) {
 	s.mu.Lock()
 	s.trustBundle = slices.Clone(pem)
@@ -259,7 +278,9 @@ func (s *Server) SetTrustBundle(pem []byte) {
 }
 
 // SetCertificate records the PEM chain (leaf first) last issued to nodeID; it
-// is served to that node as the default secret.
+// is pushed to that node as its default secret within Debounce. The node need not
+// have connected yet (proxies get their certificate first); the chain is dropped
+// when the node is removed.
 func (s *Server) SetCertificate(nodeID string, chainPEM []byte) {
 	s.mu.Lock()
 	s.issued[nodeID] = slices.Clone(chainPEM)
@@ -416,6 +437,7 @@ func (s *Server) expireLocked(id string, gen uint64) {
 		return // reconnected (or shutting down) since the timer was set
 	}
 	delete(s.nodes, id)
+	delete(s.issued, id)
 	s.log.Info("workload removed", "node", id)
 	s.trigger()
 }
@@ -454,10 +476,16 @@ func (s *Server) recompute() {
 	}
 	s.mu.Lock()
 	model := s.model
+	bundle := s.trustBundle // replaced, never modified, by SetTrustBundle
+	issued := make(map[string][]byte, len(s.issued))
+	for id, chain := range s.issued {
+		issued[id] = chain
+	}
 	warming := time.Now().Before(s.warmUntil)
 	var targets []target
 	var endpoints []mesh.Workload // only ready workloads receive traffic
-	for _, w := range s.workloadsLocked() {
+	registered := s.workloadsLocked()
+	for _, w := range registered {
 		n := s.nodes[w.NodeID]
 		targets = append(targets, target{w: w, hold: warming && n.warm})
 		if n.ready {
@@ -473,7 +501,13 @@ func (s *Server) recompute() {
 		if targets[i].hold {
 			continue // the warm-up timer kicks us again when it ends
 		}
-		res, err := translate.Translate(model, endpoints, node)
+		res, err := translate.Translate(model, endpoints, node, translate.Options{
+			TrustDomain:   s.opts.TrustDomain,
+			RootNamespace: s.opts.RootNamespace,
+			TrustBundle:   bundle,
+			Certificate:   issued[node.NodeID],
+			Registered:    registered,
+		})
 		if err == nil {
 			err = translate.Consistent(res)
 		}
@@ -482,6 +516,7 @@ func (s *Server) recompute() {
 			s.log.Error("cannot build snapshot", "node", node.NodeID, "err", err)
 			continue
 		}
+		s.logMissingSecrets(node.NodeID, res)
 		snap, version := Snapshot(res)
 		if s.versions[node.NodeID] == version {
 			continue
@@ -500,14 +535,37 @@ func (s *Server) recompute() {
 			delete(s.versions, id)
 		}
 	}
+	for id := range s.noCert {
+		if !live[id] {
+			delete(s.noCert, id)
+		}
+	}
+}
+
+// logMissingSecrets says once per node, at INFO, that its TLS listeners and
+// clusters wait for a certificate it does not have yet (called by the update
+// loop).
+func (s *Server) logMissingSecrets(id string, res *translate.Resources) {
+	missing := translate.MissingSecrets(res)
+	if len(missing) == 0 {
+		delete(s.noCert, id)
+		return
+	}
+	if !s.noCert[id] {
+		s.noCert[id] = true
+		s.log.Info("node has no certificate yet", "node", id, "missing_secrets", missing)
+	}
 }
 
 // setNeed records which types a node must ACK to be ready; it is set before the
-// snapshot goes out so that no ACK can arrive first.
+// snapshot goes out so that no ACK can arrive first. Secrets count only when the
+// node has its own certificate from us: a proxy with a Workload API identity
+// never subscribes to them.
 func (s *Server) setNeed(id string, res *translate.Resources) {
+	hasCert := slices.ContainsFunc(res.Secrets, func(sec *tlsv3.Secret) bool { return sec.Name == translate.SecretCertificate })
 	var need []string
 	for typ, items := range res.ByType() {
-		if len(items) > 0 {
+		if len(items) > 0 && (typ != typeSecret || hasCert) {
 			need = append(need, typ)
 		}
 	}
@@ -521,12 +579,12 @@ func (s *Server) setNeed(id string, res *translate.Resources) {
 
 // Snapshot builds a cache snapshot whose version per type is a hash of that
 // type's resources (deterministically marshalled, in name order), and returns a
-// combined version of all four.
+// combined version of all five.
 func Snapshot(res *translate.Resources) (*cachev3.Snapshot, string) {
 	snap := &cachev3.Snapshot{}
 	all := sha256.New()
 	byType := res.ByType()
-	for _, typ := range []string{typeListener, typeRoute, typeCluster, typeEndpoint} {
+	for _, typ := range []string{typeListener, typeRoute, typeCluster, typeEndpoint, typeSecret} {
 		items := byType[typ]
 		h := sha256.New()
 		for _, r := range items {

@@ -8,4 +8,5 @@ const (
 	typeRoute    = resource.RouteType
 	typeCluster  = resource.ClusterType
 	typeEndpoint = resource.EndpointType
+	typeSecret   = resource.SecretType
 )

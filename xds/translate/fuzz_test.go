@@ -11,6 +11,9 @@ import (
 	"github.com/tinymesh/tinymesh/xds/translate"
 )
 
+// fuzzOptions serve both secrets, so TLS contexts and secrets are both exercised.
+var fuzzOptions = translate.Options{TrustBundle: []byte(bundlePEM), Certificate: []byte(chainPEM)}
+
 // FuzzTranslate feeds arbitrary YAML through decode and validation; every model
 // that validates must translate without error or panic for sidecar and proxyless
 // nodes, pass the consistency check, and give the same bytes twice.
@@ -39,14 +42,14 @@ func FuzzTranslate(f *testing.F) {
 			return
 		}
 		for _, n := range nodes {
-			a, err := translate.Translate(m, nodes, &n)
+			a, err := translate.Translate(m, nodes, &n, fuzzOptions)
 			if err != nil {
 				t.Fatalf("Translate(%s) of a valid model: %v", n.NodeID, err)
 			}
 			if err := translate.Consistent(a); err != nil {
 				t.Fatalf("Consistent(%s): %v", n.NodeID, err)
 			}
-			b, err := translate.Translate(m, nodes, &n)
+			b, err := translate.Translate(m, nodes, &n, fuzzOptions)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -319,7 +319,7 @@ spec:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := mustModel(t, tc.model)
-			r, err := translate.Translate(m, []mesh.Workload{tc.node}, &tc.node)
+			r, err := translate.Translate(m, []mesh.Workload{tc.node}, &tc.node, translate.Options{})
 			if err != nil {
 				t.Fatalf("Translate: %v", err)
 			}

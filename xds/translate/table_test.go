@@ -73,7 +73,7 @@ var sidecar = mesh.Workload{NodeID: "n", Namespace: "default", OutboundHTTPAddr:
 // its virtual host on outbound_http (or of its proxyless route configuration).
 func backendRoutes(t *testing.T, rules string, node mesh.Workload) []*routev3.Route {
 	t.Helper()
-	r, err := translate.Translate(mustModel(t, base+rules), nil, &node)
+	r, err := translate.Translate(mustModel(t, base+rules), nil, &node, translate.Options{})
 	if err != nil {
 		t.Fatalf("Translate: %v", err)
 	}
@@ -199,7 +199,7 @@ func proxylessAction(c string, secs int64) *routev3.Route_Route {
 
 func TestProxylessListenerNames(t *testing.T) {
 	r, err := translate.Translate(mustModel(t, base+"  - backendRefs: [{name: backend, port: 8080}]\n"), nil,
-		&mesh.Workload{NodeID: "p", Namespace: "prod"})
+		&mesh.Workload{NodeID: "p", Namespace: "prod"}, translate.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,13 +222,13 @@ func TestDeterministic(t *testing.T) {
 	m := loadModel(t)
 	all := []mesh.Workload{frontend, backendV1, backendV2, db, client}
 	for _, node := range all {
-		a, err := translate.Translate(m, all, &node)
+		a, err := translate.Translate(m, all, &node, translate.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Reverse the workloads: the output must not depend on their order.
 		rev := []mesh.Workload{client, db, backendV2, backendV1, frontend}
-		b, err := translate.Translate(m, rev, &node)
+		b, err := translate.Translate(m, rev, &node, translate.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -320,7 +320,7 @@ func TestConsistentCatchesMissing(t *testing.T) {
 		{"api listener route", client, func(r *translate.Resources) { r.Routes = r.Routes[1:] }, "API listener route configuration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := translate.Translate(m, all, &tc.node)
+			r, err := translate.Translate(m, all, &tc.node, translate.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

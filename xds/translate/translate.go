@@ -2,6 +2,10 @@
 // Envoy v3 xDS resources for one node, following docs/xds-conventions.md: sidecars
 // get socket listeners (outbound_http, outbound_tcp|..., inbound), proxyless gRPC
 // clients get API listeners; both get EDS clusters and their load assignments.
+// Following docs/identity.md, sidecars also get mTLS on the sidecar hop (the
+// inbound listener per PeerAuthentication, an UpstreamTlsContext on clusters to
+// meshed workloads), RBAC from AuthorizationPolicies on their inbound listener, and
+// the SDS secrets default and ROOTCA when the server has them.
 //
 // Translate is pure and deterministic: it reads its inputs without modifying them,
 // holds no state, and the same inputs give the same resources in the same order,
@@ -20,11 +24,15 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/tinymesh/tinymesh/identity"
 	"github.com/tinymesh/tinymesh/xds/mesh"
+	"github.com/tinymesh/tinymesh/xds/mesh/v1alpha1"
 )
 
 // Resource names fixed by docs/xds-conventions.md.
@@ -53,6 +61,27 @@ type Resources struct {
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
+	Secrets   []*tlsv3.Secret
+}
+
+// Options are the translation inputs beyond the model and the workloads.
+type Options struct {
+	// TrustDomain is the mesh's SPIFFE trust domain; empty means
+	// identity.DefaultTrustDomain.
+	TrustDomain string
+	// RootNamespace holds the mesh-wide PeerAuthentication; empty means
+	// mesh.DefaultRootNamespace.
+	RootNamespace string
+	// TrustBundle (PEM, every root in force) is served as the ROOTCA secret when
+	// set.
+	TrustBundle []byte
+	// Certificate (PEM chain, leaf first) last issued to this node is served as
+	// its default secret when set.
+	Certificate []byte
+	// Registered are all registered workloads, ready or not. Their SPIFFE IDs
+	// are the SAN matchers of outbound clusters, so a new workload is trusted
+	// before its endpoint is published; nil means the workloads argument.
+	Registered []mesh.Workload
 }
 
 // ByType returns the resources keyed by type URL, as go-control-plane's snapshot
@@ -60,6 +89,7 @@ type Resources struct {
 func (r *Resources) ByType() map[resource.Type][]types.Resource {
 	out := map[resource.Type][]types.Resource{
 		resource.ListenerType: nil, resource.RouteType: nil, resource.ClusterType: nil, resource.EndpointType: nil,
+		resource.SecretType: nil,
 	}
 	for _, l := range r.Listeners {
 		out[resource.ListenerType] = append(out[resource.ListenerType], l)
@@ -73,24 +103,35 @@ func (r *Resources) ByType() map[resource.Type][]types.Resource {
 	for _, e := range r.Endpoints {
 		out[resource.EndpointType] = append(out[resource.EndpointType], e)
 	}
+	for _, x := range r.Secrets {
+		out[resource.SecretType] = append(out[resource.SecretType], x)
+	}
 	return out
 }
 
-// Translate computes the resources for node from the model m (nil means empty) and
-// all registered workloads (the node itself included if it registered). An error
+// Translate computes the resources for node from the model m (nil means empty),
+// the workloads whose endpoints are published (the node itself included if it is
+// one), and opts. An error
 // means a resource failed its protoc-gen-validate rules, which is a bug here or an
 // input the model validation let through; the caller keeps the node's last
 // resources.
-func Translate(m *mesh.Model, workloads []mesh.Workload, node *mesh.Workload) (*Resources, error) {
+func Translate(m *mesh.Model, workloads []mesh.Workload, node *mesh.Workload, opts Options) (*Resources, error) {
 	if m == nil {
 		m = &mesh.Model{}
 	}
-	t := &translator{m: m, workloads: workloads, node: node, out: &Resources{}}
+	t := &translator{m: m, workloads: workloads, node: node, out: &Resources{}, opts: opts,
+		trustDomain:   cmp.Or(opts.TrustDomain, identity.DefaultTrustDomain),
+		rootNamespace: cmp.Or(opts.RootNamespace, mesh.DefaultRootNamespace),
+		registered:    opts.Registered, dests: map[string]destination{}}
+	if t.registered == nil {
+		t.registered = workloads
+	}
 	t.clusters()
 	if node.Proxyless() {
 		t.proxyless()
 	} else {
 		t.sidecar()
+		t.secrets()
 	}
 	r := t.out
 	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
@@ -99,6 +140,7 @@ func Translate(m *mesh.Model, workloads []mesh.Workload, node *mesh.Workload) (*
 	slices.SortFunc(r.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int {
 		return cmp.Compare(a.ClusterName, b.ClusterName)
 	})
+	slices.SortFunc(r.Secrets, func(a, b *tlsv3.Secret) int { return cmp.Compare(a.Name, b.Name) })
 	if err := validate(r); err != nil {
 		return nil, fmt.Errorf("translate for node %q: %w", node.NodeID, err)
 	}
@@ -134,14 +176,24 @@ func validate(r *Resources) error {
 			return err
 		}
 	}
+	for _, x := range r.Secrets {
+		if err := check("Secret", x.Name, x); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 type translator struct {
-	m         *mesh.Model
-	workloads []mesh.Workload
-	node      *mesh.Workload
-	out       *Resources
+	m             *mesh.Model
+	workloads     []mesh.Workload // published endpoints
+	registered    []mesh.Workload // every registered workload: identities
+	node          *mesh.Workload
+	opts          Options
+	trustDomain   string
+	rootNamespace string
+	out           *Resources
+	dests         map[string]destination // by "namespace/name", memoized
 }
 
 // servicePorts calls fn for every Service port in model order, with whether it is
@@ -184,6 +236,11 @@ func (t *translator) clusters() {
 		// Service's own protocol.
 		if !proxyless && proto != mesh.TCP {
 			c.TypedExtensionProtocolOptions = protocolOptions(mesh.Meshed(svc) || proto.IsHTTP2())
+		}
+		// Proxyless clients have no identity: they reach meshed Services in
+		// plaintext, which needs the target in PERMISSIVE or DISABLE.
+		if d := t.destination(svc); !proxyless && d.tls {
+			c.TransportSocket = upstreamTLS(proto != mesh.TCP, d.sans)
 		}
 		t.out.Clusters = append(t.out.Clusters, c)
 		t.out.Endpoints = append(t.out.Endpoints, loadAssignment(name, t.m.Endpoints(svc, port, t.workloads)))
@@ -262,15 +319,27 @@ func (t *translator) inbound(used map[string]bool) {
 	// port is what the sidecar was told).
 	primaryName := InboundClusterName(app.Port())
 	t.out.Clusters = append(t.out.Clusters, inboundCluster(primaryName, app, proto))
-	if proto == mesh.TCP {
-		t.out.Listeners = append(t.out.Listeners, tcpListener(InboundName, in, corev3.TrafficDirection_INBOUND, primaryName))
-		return
-	}
 	// Target port -> cluster. The primary port's target port is served by
 	// APP_ADDR whatever its number, so it never gets a cluster of its own.
 	clusters := map[int32]string{int32(app.Port()): primaryName}
 	if primary != nil {
 		clusters[mesh.TargetPort(primary.port)] = primaryName
+	}
+	mode := t.m.MTLSMode(t.node.Namespace, t.node.Labels, t.rootNamespace)
+	var auth *authorizer
+	if ps := t.m.AuthorizationTargets(t.node); len(ps) > 0 {
+		auth = &authorizer{t: t, policies: ps}
+	}
+	if proto == mesh.TCP {
+		l := tcpListener(InboundName, in, corev3.TrafficDirection_INBOUND, primaryName)
+		if auth != nil {
+			fc := l.FilterChains[0]
+			rbac := networkRBACFilter(InboundName, auth.rules(appPorts(clusters, primaryName), false))
+			fc.Filters = append([]*listenerv3.Filter{rbac}, fc.Filters...)
+		}
+		secureInbound(l, mode, false, t.trustDomain)
+		t.out.Listeners = append(t.out.Listeners, l)
+		return
 	}
 	rc := &routev3.RouteConfiguration{Name: InboundName}
 	byPort := map[int32]string{} // Service port number -> cluster, for "*:<port>"
@@ -318,7 +387,36 @@ func (t *translator) inbound(used map[string]bool) {
 		Domains: []string{"*"},
 		Routes:  []*routev3.Route{defaultRoute(primaryName)},
 	})
-	t.out.Listeners = append(t.out.Listeners, httpListener(InboundName, in, corev3.TrafficDirection_INBOUND, hcmInline(InboundName, rc)))
+	h := hcmInline(InboundName, rc)
+	if auth != nil {
+		// Each virtual host gets the rules for the app port its cluster serves;
+		// the filter's own rules (deny all) are never reached.
+		for _, vh := range rc.VirtualHosts {
+			cname := vh.Routes[0].GetRoute().GetCluster()
+			vh.TypedPerFilterConfig = perRoute(auth.rules(appPorts(clusters, cname), true))
+		}
+		h.HttpFilters = append([]*hcmv3.HttpFilter{httpRBACFilter()}, h.HttpFilters...)
+	}
+	if mode != v1alpha1.ModeDisable {
+		// The app learns the verified caller from x-forwarded-client-cert and
+		// never sees a value the caller sent (docs/identity.md).
+		h.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
+		h.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Uri: true}
+	}
+	l := httpListener(InboundName, in, corev3.TrafficDirection_INBOUND, h)
+	secureInbound(l, mode, true, t.trustDomain)
+	t.out.Listeners = append(t.out.Listeners, l)
+}
+
+// appPorts are the app ports (target ports) whose traffic goes to cluster.
+func appPorts(clusters map[int32]string, cluster string) map[int32]bool {
+	out := map[int32]bool{}
+	for port, c := range clusters {
+		if c == cluster {
+			out[port] = true
+		}
+	}
+	return out
 }
 
 // inboundPort is a port of a Service that selects the node.

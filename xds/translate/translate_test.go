@@ -31,23 +31,23 @@ func loadModel(t testing.TB) *mesh.Model {
 
 var (
 	frontend = mesh.Workload{
-		NodeID: "frontend.default~1", Name: "frontend", Namespace: "default",
+		NodeID: "frontend.default~1", Name: "frontend", Namespace: "default", ServiceAccount: "frontend",
 		Labels:      map[string]string{"app": "frontend"},
 		InboundAddr: "127.0.0.1:15006", AppAddr: "127.0.0.1:8080",
 		OutboundHTTPAddr: "127.0.0.1:15001",
 	}
 	backendV1 = mesh.Workload{
-		NodeID: "backend-v1.default~1", Name: "backend-v1", Namespace: "default",
+		NodeID: "backend-v1.default~1", Name: "backend-v1", Namespace: "default", ServiceAccount: "backend",
 		Labels:      map[string]string{"app": "backend", "version": "v1"},
 		InboundAddr: "127.0.0.2:15006", AppAddr: "127.0.0.2:9090",
 	}
 	backendV2 = mesh.Workload{
-		NodeID: "backend-v2.default~1", Name: "backend-v2", Namespace: "default",
+		NodeID: "backend-v2.default~1", Name: "backend-v2", Namespace: "default", ServiceAccount: "backend-v2",
 		Labels:      map[string]string{"app": "backend", "version": "v2"},
 		InboundAddr: "127.0.0.3:15006", AppAddr: "127.0.0.3:8080",
 	}
 	db = mesh.Workload{
-		NodeID: "db.data~1", Name: "db", Namespace: "data",
+		NodeID: "db.data~1", Name: "db", Namespace: "data", ServiceAccount: "db",
 		Labels:      map[string]string{"app": "db"},
 		InboundAddr: "127.0.0.4:15006", AppAddr: "127.0.0.4:5432",
 	}
@@ -77,7 +77,7 @@ func marshal(t testing.TB, r *translate.Resources) []byte {
 			buf.WriteString(",")
 		}
 	}
-	var ls, rs, cs, es []proto.Message
+	var ls, rs, cs, es, ss []proto.Message
 	for _, x := range r.Listeners {
 		ls = append(ls, x)
 	}
@@ -90,10 +90,14 @@ func marshal(t testing.TB, r *translate.Resources) []byte {
 	for _, x := range r.Endpoints {
 		es = append(es, x)
 	}
+	for _, x := range r.Secrets {
+		ss = append(ss, x)
+	}
 	section("listeners", ls, false)
 	section("routes", rs, false)
 	section("clusters", cs, false)
-	section("endpoints", es, true)
+	section("endpoints", es, false)
+	section("secrets", ss, true)
 	buf.WriteString("}")
 	var out bytes.Buffer
 	if err := json.Indent(&out, bytes.TrimSpace(compact(t, buf.Bytes())), "", "  "); err != nil {
@@ -121,6 +125,22 @@ func consistent(t testing.TB, r *translate.Resources) {
 	}
 }
 
+// Fake PEM for the goldens: translation copies it and never parses it.
+const (
+	bundlePEM = "-----BEGIN CERTIFICATE-----\nUk9PVA==\n-----END CERTIFICATE-----\n"
+	chainPEM  = "-----BEGIN CERTIFICATE-----\nTEVBRg==\n-----END CERTIFICATE-----\n"
+)
+
+// goldenOptions gives every node the trust bundle and every node but db its
+// certificate, so that db shows a node still waiting for its identity.
+func goldenOptions(node mesh.Workload) translate.Options {
+	o := translate.Options{TrustBundle: []byte(bundlePEM)}
+	if node.NodeID != db.NodeID {
+		o.Certificate = []byte(chainPEM)
+	}
+	return o
+}
+
 func TestGolden(t *testing.T) {
 	m := loadModel(t)
 	all := []mesh.Workload{frontend, backendV1, backendV2, db, client}
@@ -135,7 +155,7 @@ func TestGolden(t *testing.T) {
 		{"proxyless", client},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := translate.Translate(m, all, &tc.node)
+			r, err := translate.Translate(m, all, &tc.node, goldenOptions(tc.node))
 			if err != nil {
 				t.Fatalf("Translate: %v", err)
 			}

@@ -5,6 +5,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -21,6 +22,8 @@ func nameOf(typeURL string, b []byte) string {
 		m = &routev3.RouteConfiguration{}
 	case "type.googleapis.com/envoy.config.cluster.v3.Cluster":
 		m = &clusterv3.Cluster{}
+	case "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret":
+		m = &tlsv3.Secret{}
 	case "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment":
 		var cla endpointv3.ClusterLoadAssignment
 		if proto.Unmarshal(b, &cla) != nil {

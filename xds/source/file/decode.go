@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tinymesh/tinymesh/xds/mesh"
+	"github.com/tinymesh/tinymesh/xds/mesh/v1alpha1"
 )
 
 // Decode parses one multi-document YAML file into m, decoding each document by
@@ -61,8 +62,23 @@ func decodeDocument(file string, doc []byte, m *mesh.Model) error {
 		}
 		m.HTTPRoutes = append(m.HTTPRoutes, &r)
 		key, meta = mesh.Key{Kind: "HTTPRoute"}, &r.ObjectMeta
+	case v1alpha1.GroupVersion + "/" + v1alpha1.KindPeerAuthentication:
+		var p v1alpha1.PeerAuthentication
+		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+			return fmt.Errorf("PeerAuthentication: %w", err)
+		}
+		m.PeerAuthentications = append(m.PeerAuthentications, &p)
+		key, meta = mesh.Key{Kind: v1alpha1.KindPeerAuthentication}, &p.ObjectMeta
+	case v1alpha1.GroupVersion + "/" + v1alpha1.KindAuthorizationPolicy:
+		var p v1alpha1.AuthorizationPolicy
+		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+			return fmt.Errorf("AuthorizationPolicy: %w", err)
+		}
+		m.AuthorizationPolicies = append(m.AuthorizationPolicies, &p)
+		key, meta = mesh.Key{Kind: v1alpha1.KindAuthorizationPolicy}, &p.ObjectMeta
 	default:
-		return fmt.Errorf("unsupported apiVersion %q kind %q (want v1 Service, discovery.k8s.io/v1 EndpointSlice or gateway.networking.k8s.io/v1 HTTPRoute)", tm.APIVersion, tm.Kind)
+		return fmt.Errorf("unsupported apiVersion %q kind %q (want v1 Service, discovery.k8s.io/v1 EndpointSlice, "+
+			"gateway.networking.k8s.io/v1 HTTPRoute, or %s PeerAuthentication or AuthorizationPolicy)", tm.APIVersion, tm.Kind, v1alpha1.GroupVersion)
 	}
 	// Defaults go in here, before validation, so that errors and the file index
 	// name the namespace the resource will live in.

@@ -1,6 +1,7 @@
 // Package file is a mesh model source reading a directory of multi-document,
 // Kubernetes-style YAML files (*.yaml, *.yml): v1 Services, discovery.k8s.io/v1
-// EndpointSlices and gateway.networking.k8s.io/v1 HTTPRoutes.
+// EndpointSlices, gateway.networking.k8s.io/v1 HTTPRoutes, and
+// mesh.tinymesh.io/v1alpha1 PeerAuthentications and AuthorizationPolicies.
 //
 // Source.Run watches the directory with fsnotify, plus a cheap periodic rescan in
 // case events are lost (editors that rename, network file systems), debounces
@@ -39,6 +40,10 @@ type Source struct {
 	Debounce time.Duration
 	// Rescan is the period of the fallback full rescan.
 	Rescan time.Duration
+	// TrustDomain is the mesh's SPIFFE trust domain, which SPIFFE IDs in
+	// AuthorizationPolicies must belong to; empty means
+	// identity.DefaultTrustDomain. Set it to controlplane's --trust-domain.
+	TrustDomain string
 }
 
 // New returns a source for dir; logger may be nil.
@@ -49,15 +54,16 @@ func New(dir string, logger *slog.Logger) *Source {
 	return &Source{dir: dir, log: logger, Debounce: 100 * time.Millisecond, Rescan: 500 * time.Millisecond}
 }
 
-// Load reads, decodes, normalizes and validates every YAML file in dir once.
+// Load reads, decodes, normalizes and validates every YAML file in dir once, in
+// the default trust domain.
 func Load(dir string) (*mesh.Model, error) {
-	m, _, err := load(dir)
+	m, _, err := load(dir, "")
 	return m, err
 }
 
 // load also returns a fingerprint of the files it read, so that Run can tell
 // whether anything changed since the last attempt.
-func load(dir string) (*mesh.Model, [32]byte, error) {
+func load(dir, trustDomain string) (*mesh.Model, [32]byte, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, [32]byte{}, fmt.Errorf("read model directory: %w", err)
@@ -72,7 +78,7 @@ func load(dir string) (*mesh.Model, [32]byte, error) {
 	}
 	slices.Sort(names)
 	h := sha256.New()
-	m := &mesh.Model{Files: map[mesh.Key]string{}}
+	m := &mesh.Model{Files: map[mesh.Key]string{}, TrustDomain: trustDomain}
 	var errs []error
 	for _, n := range names {
 		path := filepath.Join(dir, n)
@@ -119,7 +125,7 @@ func (s *Source) Run(ctx context.Context, apply func(*mesh.Model)) error {
 	var last [32]byte
 	first := true
 	reload := func() {
-		m, sum, err := load(s.dir)
+		m, sum, err := load(s.dir, s.TrustDomain)
 		if !first && sum == last {
 			return // nothing changed since the last attempt, good or bad
 		}
@@ -129,7 +135,8 @@ func (s *Source) Run(ctx context.Context, apply func(*mesh.Model)) error {
 			return
 		}
 		s.log.Info("mesh model loaded", "dir", s.dir, "services", len(m.Services),
-			"endpointSlices", len(m.EndpointSlices), "httpRoutes", len(m.HTTPRoutes))
+			"endpointSlices", len(m.EndpointSlices), "httpRoutes", len(m.HTTPRoutes),
+			"peerAuthentications", len(m.PeerAuthentications), "authorizationPolicies", len(m.AuthorizationPolicies))
 		apply(m)
 	}
 	reload()

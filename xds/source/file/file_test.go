@@ -79,6 +79,83 @@ func TestLoadValid(t *testing.T) {
 	}
 }
 
+func peerAuth(spec string) string {
+	return "apiVersion: mesh.tinymesh.io/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: pa}\nspec:\n  " + spec + "\n"
+}
+
+const target = "{kind: Service, name: backend}"
+
+func authz(target, rules string) string {
+	return services + "---\napiVersion: mesh.tinymesh.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: ap}\nspec:\n" +
+		"  targetRef: " + target + "\n  rules: " + rules + "\n"
+}
+
+const policies = `apiVersion: mesh.tinymesh.io/v1alpha1
+kind: PeerAuthentication
+metadata: {name: default, namespace: tinymesh-system}
+spec:
+  mtls: {mode: PERMISSIVE}
+---
+apiVersion: mesh.tinymesh.io/v1alpha1
+kind: PeerAuthentication
+metadata: {name: backend}
+spec:
+  selector: {matchLabels: {app: backend}}
+  mtls: {mode: STRICT}
+---
+apiVersion: mesh.tinymesh.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: backend-callers}
+spec:
+  targetRef: {group: "", kind: Service, name: backend}
+  rules:
+  - from:
+      spiffeIDs: [spiffe://example.org/ns/default/sa/frontend]
+      serviceAccounts: [frontend, other-ns/batch]
+      namespaces: [ops]
+    to:
+      paths: [/api/, /healthz, "/v1*"]
+      methods: [GET, POST]
+      ports: [8080]
+  - {}
+`
+
+// TestLoadPolicies: the mesh's own kinds decode and validate, in the source's
+// trust domain.
+func TestLoadPolicies(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "services.yaml", services)
+	write(t, dir, "policies.yaml", policies)
+	if _, err := file.Load(dir); err == nil || !strings.Contains(err.Error(), `is not in the trust domain "cluster.local"`) {
+		t.Fatalf("Load in the default trust domain: got %v, want the example.org ID refused", err)
+	}
+	src := file.New(dir, nil)
+	src.TrustDomain = "example.org"
+	models := make(chan *mesh.Model, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, func(m *mesh.Model) { models <- m }) }()
+	defer func() { cancel(); <-done }()
+	var m *mesh.Model
+	select {
+	case m = <-models:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no model within 5s")
+	}
+	if len(m.PeerAuthentications) != 2 || len(m.AuthorizationPolicies) != 1 {
+		t.Fatalf("got %d PeerAuthentications and %d AuthorizationPolicies, want 2 and 1", len(m.PeerAuthentications), len(m.AuthorizationPolicies))
+	}
+	if got := m.PeerAuthentications[0]; got.Namespace != "default" || got.Spec.Selector.MatchLabels["app"] != "backend" {
+		t.Errorf("first PeerAuthentication (sorted) = %s/%s %+v", got.Namespace, got.Name, got.Spec)
+	}
+	if got, want := len(m.AuthorizationPolicies[0].Spec.Rules[0].From.ServiceAccounts), 2; got != want {
+		t.Errorf("serviceAccounts: got %d, want %d", got, want)
+	}
+	if got, want := m.Files[mesh.Key{Kind: "AuthorizationPolicy", Namespace: "default", Name: "backend-callers"}], filepath.Join(dir, "policies.yaml"); got != want {
+		t.Errorf("file of the policy: got %q, want %q", got, want)
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, files, want string
@@ -99,6 +176,37 @@ func TestLoadErrors(t *testing.T) {
 			"m.yaml: HTTPRoute default/backend: spec.rules[0].matches[0].path.value: invalid RE2 regular expression"},
 		{"parent not a service", services + "---\n" + strings.Replace(route, "kind: Service, name: backend,", "kind: Gateway, name: backend,", 1),
 			"m.yaml: HTTPRoute default/backend: spec.parentRefs[0].kind: must be Service (GAMMA)"},
+		{"peer authentication unknown field", peerAuth("mtls: {mode: STRICT, level: 3}"),
+			`m.yaml: document 1: PeerAuthentication: error unmarshaling JSON: while decoding JSON: json: unknown field "level"`},
+		{"peer authentication mode", peerAuth("mtls: {mode: strict}"),
+			`m.yaml: PeerAuthentication default/pa: spec.mtls.mode: unsupported "strict" (want STRICT, PERMISSIVE or DISABLE)`},
+		{"peer authentication without mtls", peerAuth("selector: {matchLabels: {app: backend}}"),
+			"m.yaml: PeerAuthentication default/pa: spec.mtls: required"},
+		{"peer authentication selector expressions", peerAuth("selector: {matchExpressions: []}\n  mtls: {mode: STRICT}"),
+			`json: unknown field "matchExpressions"`},
+		{"two namespace-wide peer authentications", peerAuth("mtls: {mode: STRICT}") + "---\n" +
+			strings.Replace(peerAuth("mtls: {mode: DISABLE}"), "name: pa", "name: pb", 1),
+			"m.yaml: PeerAuthentication default/pb: spec.selector: PeerAuthentication default/pa already applies to the whole namespace"},
+		{"policy target kind", authz("{kind: Deployment, name: backend}", "[]"),
+			`m.yaml: AuthorizationPolicy default/ap: spec.targetRef.kind: must be Service, got "Deployment"`},
+		{"policy target missing", authz("{kind: Service, name: nope}", "[]"),
+			"m.yaml: AuthorizationPolicy default/ap: spec.targetRef.name: Service default/nope not found"},
+		{"policy spiffe id", authz(target, "[{from: {spiffeIDs: [spiffe://cluster.local/ns/a/sa/b, 'spiffe://Bad/x', spiffe://other.org/ns/a/sa/b]}}]"),
+			`m.yaml: AuthorizationPolicy default/ap: spec.rules[0].from.spiffeIDs[1]: invalid SPIFFE ID "spiffe://Bad/x"`},
+		{"policy trust domain", authz(target, "[{from: {spiffeIDs: [spiffe://other.org/ns/a/sa/b]}}]"),
+			`m.yaml: AuthorizationPolicy default/ap: spec.rules[0].from.spiffeIDs[0]: SPIFFE ID "spiffe://other.org/ns/a/sa/b" is not in the trust domain "cluster.local"`},
+		{"policy empty from", authz(target, "[{from: {}}]"),
+			"m.yaml: AuthorizationPolicy default/ap: spec.rules[0].from: at least one of spiffeIDs, serviceAccounts or namespaces is required"},
+		{"policy service account", authz(target, "[{from: {serviceAccounts: [a/b/c]}}]"),
+			`m.yaml: AuthorizationPolicy default/ap: spec.rules[0].from.serviceAccounts[0]: invalid service account "a/b/c"`},
+		{"policy port", authz(target, "[{to: {ports: [8080, 9090]}}]"),
+			"m.yaml: AuthorizationPolicy default/ap: spec.rules[0].to.ports[1]: Service default/backend has no port 9090"},
+		{"policy method", authz(target, "[{to: {methods: [GET, get]}}]"),
+			`m.yaml: AuthorizationPolicy default/ap: spec.rules[0].to.methods[1]: must be an upper-case HTTP method token (GET, POST, ...), got "get"`},
+		{"policy path", authz(target, "[{to: {paths: [/ok, api/]}}]"),
+			`m.yaml: AuthorizationPolicy default/ap: spec.rules[0].to.paths[1]: must start with /, got "api/"`},
+		{"policy path wildcard", authz(target, "[{to: {paths: ['/a*/b']}}]"),
+			`m.yaml: AuthorizationPolicy default/ap: spec.rules[0].to.paths[0]: * is only allowed at the end, got "/a*/b"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
