@@ -9,12 +9,16 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -85,12 +89,23 @@ func newBackend() (*http.Server, *grpc.Server) {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.UnknownServiceHandler(xfccGRPC))
 	hsrv := health.NewServer()
 	hsrv.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hsrv)
 	return hs, gs
 }
+
+// xfccGRPC answers any call of an unregistered service, as grpc-go would, with
+// Unimplemented, but says in the status message which x-forwarded-client-cert
+// the call carried (the gRPC form of xfccPath).
+func xfccGRPC(_ any, stream grpc.ServerStream) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	return status.Error(codes.Unimplemented, xfccPrefix+strings.Join(md.Get("x-forwarded-client-cert"), ","))
+}
+
+// xfccPrefix starts the status message of xfccGRPC.
+const xfccPrefix = "bench: x-forwarded-client-cert="
 
 // healthProtoset returns a serialized FileDescriptorSet of grpc/health/v1, which
 // ghz needs to build requests without server reflection (reflection would add a

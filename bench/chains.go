@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // chainRun is one started chain: where load goes and which processes are its
@@ -410,12 +411,17 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 		}
 		// The server sidecar sets x-forwarded-client-cert only for a caller that
 		// presented a certificate (docs/identity.md), so the header the backend
-		// sees tells which chain this is.
-		xfcc, err := probeXFCC(out)
-		if err != nil {
-			return err
+		// sees behind each server sidecar tells whether that hop is mTLS.
+		for _, svc := range []string{hostH1, hostH2C, hostGRPC} {
+			xfcc, err := probeXFCC(out, svc)
+			if err != nil {
+				return fmt.Errorf("%s: %w", svc, err)
+			}
+			if err := checkXFCC(xfcc, svc, mtls); err != nil {
+				return fmt.Errorf("%s: %w", svc, err)
+			}
 		}
-		return checkXFCC(xfcc, mtls)
+		return nil
 	}
 	for _, a := range admins {
 		if err := waitReady(a, 30*time.Second, cr.alive); err != nil {
@@ -426,16 +432,16 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 }
 
 // checkXFCC checks the x-forwarded-client-cert header the bench backend saw
-// behind the server sidecar of Service bench: with mTLS it names the server
-// sidecar (By) and the client sidecar (URI), without it is absent.
-func checkXFCC(xfcc string, mtls bool) error {
+// behind the server sidecar of Service svc: with mTLS it names that sidecar
+// (By) and the client sidecar (URI), without it is absent.
+func checkXFCC(xfcc, svc string, mtls bool) error {
 	if !mtls {
 		if xfcc != "" {
 			return fmt.Errorf("plaintext chain: backend got x-forwarded-client-cert %q, want none", xfcc)
 		}
 		return nil
 	}
-	for _, want := range []string{"By=" + spiffeID(hostH1), "URI=" + spiffeID("client"), "Hash="} {
+	for _, want := range []string{"By=" + spiffeID(svc) + ";", "Hash=", "URI=" + spiffeID("client")} {
 		if !strings.Contains(xfcc, want) {
 			return fmt.Errorf("backend got x-forwarded-client-cert %q, want it to contain %q", xfcc, want)
 		}
@@ -443,16 +449,39 @@ func checkXFCC(xfcc string, mtls bool) error {
 	return nil
 }
 
-// probeXFCC asks the backend, through the chain's HTTP/1.1 entry, for the
-// x-forwarded-client-cert header of the request it received.
-func probeXFCC(entry string) (string, error) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
+// probeXFCC asks the backend, through the chain's entry and Service svc, for
+// the x-forwarded-client-cert header of the request it received: over
+// HTTP/1.1 for hostH1, h2c for hostH2C (xfccPath), gRPC for hostGRPC
+// (xfccGRPC).
+func probeXFCC(entry, svc string) (string, error) {
+	if svc == hostGRPC {
+		conn, err := grpc.NewClient(entry, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(svc))
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = conn.Invoke(ctx, "/bench.Probe/XFCC", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+		msg, ok := strings.CutPrefix(status.Convert(err).Message(), xfccPrefix)
+		if !ok {
+			return "", fmt.Errorf("gRPC probe: got %v, want the backend's answer", err)
+		}
+		return msg, nil
+	}
+	tr := &http.Transport{}
+	if svc == hostH2C {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr.Protocols = &p
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 	defer c.CloseIdleConnections()
 	req, err := http.NewRequest("GET", "http://"+entry+xfccPath, nil)
 	if err != nil {
 		return "", err
 	}
-	req.Host = hostH1
+	req.Host = svc
 	resp, err := c.Do(req)
 	if err != nil {
 		return "", err

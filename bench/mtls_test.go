@@ -23,10 +23,14 @@ import (
 	"github.com/tinymesh/tinymesh/xds/mesh/v1alpha1"
 	"github.com/tinymesh/tinymesh/xds/source/file"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 )
 
 // TestCertsAreSVIDs checks the bench's leaves with go-spiffe: each parses as an
@@ -448,7 +452,7 @@ func TestMeshModelsLoad(t *testing.T) {
 }
 
 func TestCheckXFCC(t *testing.T) {
-	good := "By=" + spiffeID(hostH1) + ";Hash=ab12;URI=" + spiffeID("client")
+	good := "By=" + spiffeID(hostH2C) + ";Hash=ab12;URI=" + spiffeID("client")
 	for _, tt := range []struct {
 		name    string
 		xfcc    string
@@ -457,14 +461,62 @@ func TestCheckXFCC(t *testing.T) {
 	}{
 		{"mtls", good, true, false},
 		{"mtls without header", "", true, true},
-		{"mtls wrong caller", "By=" + spiffeID(hostH1) + ";Hash=ab12;URI=" + spiffeID("other"), true, true},
+		{"mtls wrong caller", "By=" + spiffeID(hostH2C) + ";Hash=ab12;URI=" + spiffeID("other"), true, true},
+		{"mtls other server sidecar", "By=" + spiffeID(hostH1) + ";Hash=ab12;URI=" + spiffeID("client"), true, true},
 		{"plaintext", "", false, false},
 		{"plaintext with header", good, false, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := checkXFCC(tt.xfcc, tt.mtls); (err != nil) != tt.wantErr {
-				t.Errorf("checkXFCC(%q, %v) = %v, wantErr %v", tt.xfcc, tt.mtls, err, tt.wantErr)
+			if err := checkXFCC(tt.xfcc, hostH2C, tt.mtls); (err != nil) != tt.wantErr {
+				t.Errorf("checkXFCC(%q, %s, %v) = %v, wantErr %v", tt.xfcc, hostH2C, tt.mtls, err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestProbeXFCC runs the probes against the bench backend directly (no
+// header: empty answers), and checks that the backend echoes the header when a
+// request carries it, over HTTP and gRPC.
+func TestProbeXFCC(t *testing.T) {
+	back := startTestBackend(t, &portAlloc{seen: map[string]bool{}})
+	for _, svc := range []string{hostH1, hostH2C, hostGRPC} {
+		entry := back.H1
+		if svc == hostGRPC {
+			entry = back.GRPC
+		}
+		if got, err := probeXFCC(entry, svc); err != nil || got != "" {
+			t.Errorf("probe %s = %q, %v; want empty", svc, got, err)
+		}
+	}
+	if _, err := probeXFCC(back.H1, hostGRPC); err == nil {
+		t.Errorf("gRPC probe of an HTTP-only address: got nil error, want one")
+	}
+
+	const v = "By=spiffe://cluster.local/ns/default/sa/x;Hash=00;URI=spiffe://cluster.local/ns/default/sa/y"
+	req, err := http.NewRequest("GET", "http://"+back.H1+xfccPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Forwarded-Client-Cert", v)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != v {
+		t.Errorf("HTTP echo = %q, want %q", body, v)
+	}
+	conn, err := grpc.NewClient(back.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = conn.Invoke(metadata.AppendToOutgoingContext(ctx, "x-forwarded-client-cert", v), "/bench.Probe/XFCC",
+		&healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+	if st := status.Convert(err); st.Code() != codes.Unimplemented || st.Message() != xfccPrefix+v {
+		t.Errorf("gRPC echo = %v, want Unimplemented %q", err, xfccPrefix+v)
 	}
 }

@@ -506,7 +506,9 @@ func startProxy(t *testing.T, cp *controlPlane, o proxyOptions) *proxy {
 	if o.namespace != "" {
 		args = append(args, "--namespace", o.namespace)
 	}
-	if !o.noIdentity {
+	// Without our control plane (a test management server) there is no CA
+	// to join.
+	if !o.noIdentity && cp != nil {
 		ns := o.namespace
 		if ns == "" {
 			ns = "default"
