@@ -220,12 +220,18 @@ func backendVersion(c *http.Client, url string) (string, error) {
 	}
 	var r struct {
 		Upstream struct {
-			Version string `json:"version"`
+			Version string            `json:"version"`
+			Headers map[string]string `json:"headers"`
 		} `json:"upstream"`
 	}
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &r) != nil || r.Upstream.Version == "" {
 		return "", fmt.Errorf("GET %s: status %d, x-meshproxy-error %q, body %.300s",
 			url, resp.StatusCode, resp.Header.Get("X-Meshproxy-Error"), body)
+	}
+	// mTLS is on by default: the backend's sidecar tells its app who called,
+	// as the frontend's certificate proved it.
+	if xfcc := r.Upstream.Headers["x-forwarded-client-cert"]; !strings.Contains(xfcc, "URI=spiffe://cluster.local/ns/default/sa/frontend") {
+		return "", fmt.Errorf("GET %s: the backend saw x-forwarded-client-cert %q, want the frontend's SPIFFE ID (mTLS between the sidecars)", url, xfcc)
 	}
 	return r.Upstream.Version, nil
 }
