@@ -162,7 +162,7 @@ func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, sans []config.SA
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		return err
 	}
-	return config.CheckSANs(leaf, sans)
+	return config.CheckSANs(leaf, sans, "server")
 }
 
 // DialContext connects to an endpoint of the cluster: TCP, then the TLS

@@ -85,8 +85,9 @@ func (m SANMatcher) MatchCert(c *x509.Certificate) bool {
 
 // CheckSANs returns nil when sans is empty or a SAN of leaf satisfies one of
 // them, and otherwise an error that says, in SPIFFE terms when the matchers
-// are all URIs, what the peer presented and what was expected.
-func CheckSANs(leaf *x509.Certificate, sans []SANMatcher) error {
+// are all URIs, what the peer (its role: "server" or "client") presented and
+// what was expected.
+func CheckSANs(leaf *x509.Certificate, sans []SANMatcher, role string) error {
 	if len(sans) == 0 || slices.ContainsFunc(sans, func(m SANMatcher) bool { return m.MatchCert(leaf) }) {
 		return nil
 	}
@@ -105,7 +106,7 @@ func CheckSANs(leaf *x509.Certificate, sans []SANMatcher) error {
 		}
 		return fmt.Errorf("peer has no SPIFFE ID (SANs %s), want one of %s", describeSANs(leaf), expected)
 	}
-	return fmt.Errorf("peer certificate SANs %s match none of %s", describeSANs(leaf), expected)
+	return fmt.Errorf("%s certificate SANs %s match none of %s", role, describeSANs(leaf), expected)
 }
 
 func describeSANs(c *x509.Certificate) string {

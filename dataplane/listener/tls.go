@@ -119,7 +119,7 @@ func ServerConfig(d *config.DownstreamTLS) (*tls.Config, error) {
 			if len(cs.PeerCertificates) == 0 {
 				return nil
 			}
-			return config.CheckSANs(cs.PeerCertificates[0], sans)
+			return config.CheckSANs(cs.PeerCertificates[0], sans, "client")
 		}
 	}
 	return cfg, nil
