@@ -122,8 +122,8 @@ func startChain(name string, o options, tmp string, procs *procSet, ports *portA
 	if name == chainDir {
 		return &chainRun{name: name, target: back}, nil
 	}
-	if name == chainMesh || name == chainMeshTL {
-		return startMesh(o, tmp, procs, ports, back, name == chainMeshTL)
+	if name == chainMesh || name == chainMeshTL || name == chainMeshNoM {
+		return startMesh(o, name, tmp, procs, ports, back)
 	}
 	base, mtls := strings.CutSuffix(name, mtlsSuffix)
 	hop := func(side string) hopTLS {
@@ -178,7 +178,7 @@ func startChain(name string, o options, tmp string, procs *procSet, ports *portA
 			return procs.start("caddy-"+side, cpu, env, "caddy", "run", "--adapter", "caddyfile", "--config", conf)
 		}
 	default:
-		return nil, fmt.Errorf("unknown chain %q (want one of %s)", name, strings.Join(allChains, ", "))
+		return nil, fmt.Errorf("unknown chain %q (want one of %s)", name, strings.Join(knownChains, ", "))
 	}
 	srv, err := start(roleServer, cpuServer, p2, back)
 	if err != nil {
@@ -304,11 +304,10 @@ func tlsGet(addr, host string, c *tls.Config) (string, error) {
 // join token minted on the control plane's data directory; without, the model
 // has a mesh-wide PeerAuthentication with mode DISABLE, so the sidecar hop is
 // h2c. Each variant has its own control plane, model and data directory.
-func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back addrs, mtls bool) (*chainRun, error) {
-	name := chainMesh
-	if mtls {
-		name = chainMeshTL
-	}
+// startMesh starts a meshproxy chain: name is chainMesh, chainMeshTL (mTLS
+// between the sidecars) or chainMeshNoM (no metrics recorded).
+func startMesh(o options, name, tmp string, procs *procSet, ports *portAlloc, back addrs) (*chainRun, error) {
+	mtls := name == chainMeshTL
 	bin := o.binDir
 	if bin == "" {
 		bin = filepath.Join(tmp, "bin")
@@ -333,8 +332,13 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 	if err != nil {
 		return nil, err
 	}
+	// Its own monitoring address too: both meshproxy chains run a control plane.
+	mon, err := ports.next()
+	if err != nil {
+		return nil, err
+	}
 	cp, err := procs.start(name+"-controlplane", cpuServer, []string{"GOMAXPROCS=1"},
-		cpBin, "--xds-addr", xds, "--model-dir", model, "--data-dir", data, "--log-level", "warn")
+		cpBin, "--xds-addr", xds, "--monitoring-addr", mon, "--model-dir", model, "--data-dir", data, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
@@ -352,6 +356,9 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 		admins = append(admins, admin)
 		argv := []string{mp, "--xds", xds, "--admin", admin, "--log-level", "warn", "--shutdown-grace", "1s",
 			"--namespace", "default", "--workload", workload, "--labels", "app=" + workload}
+		if name == chainMeshNoM {
+			argv = append(argv, "--metrics=false")
+		}
 		if mtls {
 			tok, err := joinToken(cpBin, data, workload)
 			if err != nil {
@@ -388,8 +395,8 @@ func startMesh(o options, tmp string, procs *procSet, ports *portAlloc, back add
 	clientAdmin := admins[len(admins)-1]
 	cr.verify = func() error {
 		// The client sidecar's endpoints must be the server sidecars' inbound
-		// listeners (config.Endpoint.Address in /config_dump), never the backend.
-		resp, err := http.Get("http://" + clientAdmin + "/config_dump")
+		// listeners (config.Endpoint.Address in /config_dump?format=decoded), never the backend.
+		resp, err := http.Get("http://" + clientAdmin + "/config_dump?format=decoded")
 		if err != nil {
 			return err
 		}

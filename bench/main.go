@@ -109,8 +109,8 @@ func main() {
 		if c = strings.TrimSpace(c); c == "" {
 			continue
 		}
-		if !slices.Contains(allChains, c) {
-			log.Fatalf("unknown chain %q (want one of %v)", c, allChains)
+		if !slices.Contains(knownChains, c) {
+			log.Fatalf("unknown chain %q (want one of %v)", c, knownChains)
 		}
 		o.chains = append(o.chains, c)
 	}

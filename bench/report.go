@@ -28,12 +28,19 @@ const (
 	chainNgxTLS = chainNgx + mtlsSuffix // the reference mTLS chain
 	chainHAPTLS = "haproxy" + mtlsSuffix
 	chainMeshTL = chainMesh + mtlsSuffix
+	// chainMeshNoM is the plaintext meshproxy chain with --metrics=false: run
+	// it beside chainMesh to see what recording metrics costs.
+	chainMeshNoM = chainMesh + "-nometrics"
 )
 
 var allTests = []string{testH1, testH2C, testGRPC, testFixed, testFixG}
 
-// allChains are the chains --chains accepts, in the default order.
+// allChains are the chains a run has by default, in order.
 var allChains = []string{chainDir, chainMesh, chainMeshTL, chainNgx, chainNgxTLS, "haproxy", chainHAPTLS, "caddy"}
+
+// knownChains are the chains --chains accepts: the default ones and variants
+// for a focused comparison.
+var knownChains = append(slices.Clone(allChains), chainMeshNoM)
 
 // sample is one measurement of one chain in one test.
 type sample struct {

@@ -21,13 +21,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tinymesh/tinymesh/dataplane/accesslog"
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/httpproxy"
 	"github.com/tinymesh/tinymesh/dataplane/listener"
 	"github.com/tinymesh/tinymesh/dataplane/rbac"
 	"github.com/tinymesh/tinymesh/dataplane/route"
+	"github.com/tinymesh/tinymesh/dataplane/stats"
+	"github.com/tinymesh/tinymesh/dataplane/stream"
 	"github.com/tinymesh/tinymesh/dataplane/tcpproxy"
+	"github.com/tinymesh/tinymesh/dataplane/tracing"
 )
 
 // DefaultDrainTimeout bounds draining of TCP listeners and of HTTP listeners whose
@@ -42,6 +46,17 @@ type Options struct {
 	Logger *slog.Logger // nil discards logs
 	// DrainTimeout overrides DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// Stats records every finished stream; nil records nothing (the request
+	// path then does no telemetry work at all).
+	Stats *stats.Recorder
+	// Tracer traces the HTTP requests of listeners whose HCM has no tracing
+	// config (meshproxy --tracing-endpoint); nil: tracing off there. The
+	// caller closes it after Close.
+	Tracer *tracing.Tracer
+	// TracingDefaults gives the tracers built from HCM tracing configs their
+	// resource attributes (ServiceName, Namespace, NodeID); endpoint and
+	// sampling come from the config. The Proxy owns those tracers.
+	TracingDefaults tracing.Options
 }
 
 // Proxy runs the listeners of the latest applied snapshot.
@@ -50,6 +65,10 @@ type Proxy struct {
 	log          *slog.Logger
 	drainTimeout time.Duration
 	clusters     *cluster.Set
+	stats        *stats.Recorder // nil: metrics off
+	tracer       *tracing.Tracer // nil: tracing off
+	tracers      *tracing.Set    // tracers of HCM tracing configs; closed by Close
+	accessLogs   *accesslog.Set  // access log files; closed by Close
 
 	// Accessed atomically.
 	snap  atomic.Pointer[config.Snapshot]
@@ -65,6 +84,8 @@ type Proxy struct {
 	active map[string]*active // by listener name; guarded by mu
 	ctbl   *cluster.Table     // clusters in force; guarded by mu
 	closed bool               // guarded by mu
+	// traced has the tracers of the HCM tracing configs in force; guarded by mu.
+	traced map[config.Tracing]*tracing.Tracer
 }
 
 // active is one running listener.
@@ -87,7 +108,8 @@ func New(opts Options) *Proxy {
 	}
 	base, cancel := context.WithCancel(context.Background())
 	return &Proxy{log: log, drainTimeout: d, clusters: cluster.New(cluster.Options{Logger: log}), active: make(map[string]*active),
-		base: base, cancelBase: cancel}
+		base: base, cancelBase: cancel, stats: opts.Stats, tracer: opts.Tracer, accessLogs: accesslog.NewSet(),
+		tracers: tracing.NewSet(opts.TracingDefaults)}
 }
 
 // Ready reports whether a snapshot has been applied successfully.
@@ -148,6 +170,15 @@ func (p *Proxy) Apply(snap *config.Snapshot) error {
 		}
 		tlsCfgs[lc.Name] = c
 	}
+	logs := make(map[string]stream.Observer, len(snap.Listeners))
+	for _, lc := range snap.Listeners {
+		o, err := p.accessLoggers(lc)
+		if err != nil {
+			p.clusters.Prune(p.liveClustersLocked())
+			return fmt.Errorf("snapshot %s: listener %q: %w", snap.Version, lc.Name, err)
+		}
+		logs[lc.Name] = o
+	}
 
 	// Decide which running listener, if any, each configured one keeps: the one
 	// of the same name, address and kind, or else a listener that is going away
@@ -193,19 +224,23 @@ func (p *Proxy) Apply(snap *config.Snapshot) error {
 	}
 
 	// Publish.
+	p.useTracersLocked(snap)
+	if p.stats != nil {
+		p.stats.Update(snap) // endpoint metadata for labels, before any stream sees snap
+	}
 	next := make(map[string]*active, len(snap.Listeners))
 	for _, lc := range snap.Listeners {
 		old := keep[lc.Name]
 		if ln, isNew := bound[lc.Name]; isNew {
-			next[lc.Name] = p.start(lc, ln, tlsCfgs[lc.Name], tables, ctbl)
+			next[lc.Name] = p.start(lc, ln, tlsCfgs[lc.Name], tables, ctbl, logs[lc.Name])
 			continue
 		}
 		old.cfg = lc
 		old.l.StoreTLS(tlsCfgs[lc.Name])
 		if lc.HTTP != nil {
-			old.http.Store(httpState(lc, tables, ctbl))
+			old.http.Store(p.httpState(lc, tables, ctbl, logs[lc.Name]))
 		} else {
-			old.tcp.Store(tcpState(lc, ctbl))
+			old.tcp.Store(p.tcpState(lc, ctbl, logs[lc.Name]))
 		}
 		next[lc.Name] = old
 	}
@@ -254,28 +289,62 @@ func validate(snap *config.Snapshot) error {
 	return nil
 }
 
-func httpState(lc *config.Listener, tables map[string]*route.Table, ctbl *cluster.Table) *httpproxy.State {
+// accessLoggers compiles lc's access_log entries into one Observer (nil: none).
+func (p *Proxy) accessLoggers(lc *config.Listener) (stream.Observer, error) {
+	var cfgs []config.AccessLog
+	if lc.HTTP != nil {
+		cfgs = lc.HTTP.AccessLogs
+	} else if lc.TCP != nil {
+		cfgs = lc.TCP.AccessLogs
+	}
+	var obs []stream.Observer
+	for _, c := range cfgs {
+		l, err := p.accessLogs.New(c)
+		if err != nil {
+			return nil, err
+		}
+		obs = append(obs, l.Observe)
+	}
+	return stream.Observers(obs...), nil
+}
+
+func (p *Proxy) httpState(lc *config.Listener, tables map[string]*route.Table, ctbl *cluster.Table, logs stream.Observer) *httpproxy.State {
 	t := tables[lc.HTTP.RouteConfigName]
 	var rc *config.RouteConfig
 	if t != nil {
 		rc = t.Config
 	}
-	return &httpproxy.State{HCM: lc.HTTP, Direction: lc.Direction, Routes: t, Clusters: ctbl, RBAC: rbac.NewHTTP(lc.HTTP.RBAC, rc)}
+	var obs []stream.Observer
+	if p.stats != nil {
+		obs = append(obs, p.stats.Observe)
+	}
+	obs = append(obs, logs)
+	return &httpproxy.State{HCM: lc.HTTP, Direction: lc.Direction, Routes: t, Clusters: ctbl, RBAC: rbac.NewHTTP(lc.HTTP.RBAC, rc),
+		Listener: lc.Name, Observe: stream.Observers(obs...), Tracer: p.tracerLocked(lc.HTTP)}
 }
 
-func tcpState(lc *config.Listener, ctbl *cluster.Table) *tcpproxy.State {
+func (p *Proxy) tcpState(lc *config.Listener, ctbl *cluster.Table, logs stream.Observer) *tcpproxy.State {
 	c, _ := ctbl.Get(lc.TCP.Cluster)
-	return &tcpproxy.State{Cluster: c, IdleTimeout: lc.TCP.IdleTimeout, RBAC: rbac.Compile(lc.TCP.RBAC)}
+	st := &tcpproxy.State{Cluster: c, IdleTimeout: lc.TCP.IdleTimeout, RBAC: rbac.Compile(lc.TCP.RBAC),
+		Listener: lc.Name, Inbound: lc.Direction == config.Inbound}
+	var obs []stream.Observer
+	if p.stats != nil {
+		obs = append(obs, p.stats.ObserveTCP)
+		st.Opened = p.stats.TCPOpened
+	}
+	obs = append(obs, logs)
+	st.Observe = stream.Observers(obs...)
+	return st
 }
 
-func (p *Proxy) start(lc *config.Listener, ln net.Listener, tlsCfg *listener.TLS, tables map[string]*route.Table, ctbl *cluster.Table) *active {
+func (p *Proxy) start(lc *config.Listener, ln net.Listener, tlsCfg *listener.TLS, tables map[string]*route.Table, ctbl *cluster.Table, logs stream.Observer) *active {
 	log := p.log.With("listener", lc.Name)
 	a := &active{cfg: lc}
 	if lc.HTTP != nil {
-		a.http = httpproxy.NewHandler(log, httpState(lc, tables, ctbl))
+		a.http = httpproxy.NewHandler(log, p.httpState(lc, tables, ctbl, logs))
 		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, &httpServer{srv: httpproxy.NewServer(a.http, lc.HTTP, log), h: a.http}, p.log)
 	} else {
-		a.tcp = tcpproxy.New(log, tcpState(lc, ctbl))
+		a.tcp = tcpproxy.New(log, p.tcpState(lc, ctbl, logs))
 		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, a.tcp, p.log)
 	}
 	log.Info("listener started", "addr", ln.Addr().String(), "direction", lc.Direction.String(), "tls", tlsMode(tlsCfg))
@@ -343,6 +412,9 @@ func (p *Proxy) Close(ctx context.Context) error {
 	stop()
 	p.cancelBase()
 	p.clusters.Close()
+	p.accessLogs.Close() // after every stream has ended: flushes the files
+	// Flushes queued spans; each export is bounded by the exporter's timeout.
+	p.tracers.Close(context.Background())
 	return ctx.Err()
 }
 
@@ -367,4 +439,31 @@ func (s *httpServer) Close() error {
 	cancel()
 	s.h.CloseUpgraded(ctx)
 	return err
+}
+
+// useTracersLocked puts the tracers of snap's HCM tracing configs in force
+// (creating new ones, closing unused ones). A tracer that cannot be built is
+// logged and its listeners run untraced: the config decoder has checked the
+// endpoint, so this is not a reason to refuse the whole snapshot.
+func (p *Proxy) useTracersLocked(snap *config.Snapshot) {
+	var cfgs []config.Tracing
+	for _, lc := range snap.Listeners {
+		if lc.HTTP != nil && lc.HTTP.Tracing != nil {
+			cfgs = append(cfgs, *lc.HTTP.Tracing)
+		}
+	}
+	traced, errs := p.tracers.Use(cfgs)
+	for _, err := range errs {
+		p.log.Error("tracing config not applied", "version", snap.Version, "err", err)
+	}
+	p.traced = traced
+}
+
+// tracerLocked is the tracer of an HCM: its own tracing config's, else the
+// proxy's default (nil: off).
+func (p *Proxy) tracerLocked(hcm *config.HTTPConnectionManager) *tracing.Tracer {
+	if hcm.Tracing != nil {
+		return p.traced[*hcm.Tracing] // nil if it could not be built
+	}
+	return p.tracer
 }

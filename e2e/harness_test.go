@@ -132,6 +132,11 @@ func freeAddr(t *testing.T, ip string) string {
 	return net.JoinHostPort(ip, strconv.Itoa(freePort(t, ip)))
 }
 
+func hostOf(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	return host
+}
+
 // process is one started binary with its combined stdout and stderr captured line
 // by line. A reader goroutine owns the pipe; it ends when the process has exited
 // and closed its output, then closes done.
@@ -360,10 +365,13 @@ func (p *process) kill() {
 // controlPlane is a controlplane process serving a model directory at a fixed
 // address, so that it can be restarted where the proxies expect it.
 type controlPlane struct {
-	t        *testing.T
-	addr     string
-	modelDir string
-	stageDir string // same file system as modelDir, for atomic renames
+	t    *testing.T
+	addr string
+	// monitoring is its --monitoring-addr (/metrics, /debug/status); fixed
+	// like addr, so that restarts keep it.
+	monitoring string
+	modelDir   string
+	stageDir   string // same file system as modelDir, for atomic renames
 	// dataDir holds the CA root and the join-token key; it outlives restarts,
 	// as an operator's would, so proxies keep trusting the same root.
 	dataDir string
@@ -393,6 +401,7 @@ func startControlPlane(t *testing.T, o controlPlaneOptions) *controlPlane {
 		grace:    o.endpointGrace,
 		extra:    o.extra,
 	}
+	cp.monitoring = freeAddr(t, hostOf(cp.addr))
 	for _, d := range []string{cp.modelDir, cp.stageDir} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -409,7 +418,7 @@ func startControlPlane(t *testing.T, o controlPlaneOptions) *controlPlane {
 func (cp *controlPlane) start() {
 	t := cp.t
 	t.Helper()
-	args := []string{"--xds-addr", cp.addr, "--model-dir", cp.modelDir, "--data-dir", cp.dataDir,
+	args := []string{"--xds-addr", cp.addr, "--monitoring-addr", cp.monitoring, "--model-dir", cp.modelDir, "--data-dir", cp.dataDir,
 		"--log-format", "json", "--log-level", "info"}
 	if cp.grace > 0 {
 		args = append(args, "--endpoint-grace", cp.grace.String())

@@ -54,7 +54,7 @@ func identityConfig(s settings) (identitySettings, error) {
 // startCA loads (or creates) the CA and the join-token store, registers the
 // CertificateService on srv and gives srv the trust bundle; the returned CA's
 // Run keeps the bundle current. Call before srv.Serve.
-func startCA(idc identitySettings, srv *server.Server, log *slog.Logger) (*ca.CA, error) {
+func startCA(idc identitySettings, srv *server.Server, mon *monitoring, log *slog.Logger) (*ca.CA, error) {
 	opts := idc.ca
 	opts.Logger = log
 	opts.OnBundleChange = srv.SetTrustBundle
@@ -74,6 +74,7 @@ func startCA(idc identitySettings, srv *server.Server, log *slog.Logger) (*ca.CA
 			ca.SVIDs{Bundle: authority},
 		},
 		OnIssued: srv.SetCertificate,
+		OnResult: mon.signed,
 		Logger:   log,
 	})
 	if err != nil {

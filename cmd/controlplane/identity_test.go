@@ -105,7 +105,7 @@ type cpProcess struct {
 func startProcess(t *testing.T, args ...string) *cpProcess {
 	t.Helper()
 	modelDir := t.TempDir()
-	cmd := exec.Command(os.Args[0], append([]string{"--xds-addr", "127.0.0.1:0", "--model-dir", modelDir, "--log-format", "json"}, args...)...)
+	cmd := exec.Command(os.Args[0], append([]string{"--xds-addr", "127.0.0.1:0", "--monitoring-addr", "127.0.0.1:0", "--model-dir", modelDir, "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), "CONTROLPLANE_TEST_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

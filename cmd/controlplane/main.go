@@ -10,6 +10,11 @@
 // offline, while it runs: `controlplane token create` mints a join token and
 // `controlplane ca rotate` replaces the CA root.
 //
+// Its own metrics (Prometheus /metrics) and every connected proxy's xDS status
+// (/debug/status) are served on --monitoring-addr (docs/observability.md);
+// `controlplane status` prints that status as a table, and `controlplane
+// validate DIR` checks a model directory offline, for CI.
+//
 // main only wires things: flags and an optional config file, the slog logger, the
 // file source and the CA into the xDS server, and SIGINT/SIGTERM into a graceful
 // stop.
@@ -38,11 +43,12 @@ import (
 
 // settings are the controlplane's knobs; the config file uses the JSON names.
 type settings struct {
-	XDSAddr       string `json:"xdsAddr"`
-	ModelDir      string `json:"modelDir"`
-	EndpointGrace string `json:"endpointGrace"`
-	LogLevel      string `json:"logLevel"`
-	LogFormat     string `json:"logFormat"`
+	XDSAddr        string `json:"xdsAddr"`
+	MonitoringAddr string `json:"monitoringAddr"` // /metrics and /debug/status (monitoring.go)
+	ModelDir       string `json:"modelDir"`
+	EndpointGrace  string `json:"endpointGrace"`
+	LogLevel       string `json:"logLevel"`
+	LogFormat      string `json:"logFormat"`
 	// Identity (docs/identity.md).
 	TrustDomain string `json:"trustDomain"`
 	DataDir     string `json:"dataDir"`
@@ -70,6 +76,10 @@ func command(args []string, stdout, stderr io.Writer) int {
 			return tokenCommand(args[1:], stdout, stderr)
 		case "ca":
 			return caCommand(args[1:], stdout, stderr)
+		case "status":
+			return statusCommand(args[1:], stdout, stderr)
+		case "validate":
+			return validateCommand(args[1:], stdout, stderr)
 		}
 	}
 	return run(args, stderr)
@@ -113,15 +123,26 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("cannot listen", "addr", s.XDSAddr, "err", err)
 		return 1
 	}
-	srv := server.New(server.Options{EndpointGrace: grace, Logger: log, TrustDomain: idc.trustDomain.Name()})
-	authority, err := startCA(idc, srv, log)
+	mon := newMonitoring()
+	srv := server.New(server.Options{EndpointGrace: grace, Logger: log, TrustDomain: idc.trustDomain.Name(), Registerer: mon.reg})
+	authority, err := startCA(idc, srv, mon, log)
 	if err != nil {
 		lis.Close()
 		srv.Close()
 		log.Error("certificate authority", "err", err)
 		return 1
 	}
+	stopMonitoring, monAddr, err := serveMonitoring(s.MonitoringAddr, mon.handler(srv, log), log)
+	if err != nil {
+		lis.Close()
+		srv.Close()
+		log.Error("cannot listen", "addr", s.MonitoringAddr, "err", err)
+		return 1
+	}
+	defer stopMonitoring()
 	src := file.New(s.ModelDir, log)
+	src.TrustDomain = idc.trustDomain.Name()
+	src.OnLoad = mon.modelLoaded
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
@@ -130,7 +151,7 @@ func run(args []string, stderr io.Writer) int {
 	go func() { srcDone <- src.Run(srcCtx, srv.SetModel) }()
 	caDone := make(chan error, 1)
 	go func() { caDone <- authority.Run(srcCtx) }() // reloads <data-dir>/ca/ (a rotation) every 5 s
-	log.Info("serving xDS", "addr", lis.Addr().String(), "modelDir", s.ModelDir,
+	log.Info("serving xDS", "addr", lis.Addr().String(), "monitoring", monAddr.String(), "modelDir", s.ModelDir,
 		"trustDomain", idc.trustDomain.Name(), "dataDir", s.DataDir)
 
 	code, srcRunning := 0, true
@@ -157,12 +178,13 @@ func run(args []string, stderr io.Writer) int {
 }
 
 func parse(args []string, stderr io.Writer) (settings, error) {
-	s := settings{XDSAddr: "127.0.0.1:15010", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text",
+	s := settings{XDSAddr: "127.0.0.1:15010", MonitoringAddr: defaultMonitoringAddr, ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text",
 		TrustDomain: defaultTrustDomain, DataDir: defaultDataDir, SVIDTTL: ca.DefaultSVIDTTL.String()}
 	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	config := fs.String("config", "", "optional YAML file with xdsAddr, modelDir, endpointGrace, logLevel, logFormat, trustDomain, dataDir, svidTTL, caCert, caKey, caBundle; flags override it")
+	config := fs.String("config", "", "optional YAML file with xdsAddr, monitoringAddr, modelDir, endpointGrace, logLevel, logFormat, trustDomain, dataDir, svidTTL, caCert, caKey, caBundle; flags override it")
 	xdsAddr := fs.String("xds-addr", s.XDSAddr, "gRPC address serving ADS (SotW and delta)")
+	monitoringAddr := fs.String("monitoring-addr", s.MonitoringAddr, "HTTP address serving Prometheus /metrics and the proxies' /debug/status")
 	modelDir := fs.String("model-dir", s.ModelDir, "directory of multi-document Kubernetes-style YAML (watched)")
 	grace := fs.Duration("endpoint-grace", 10*time.Second, "how long a disconnected proxy's endpoint stays")
 	level := fs.String("log-level", s.LogLevel, "debug, info, warn or error")
@@ -193,6 +215,8 @@ func parse(args []string, stderr io.Writer) (settings, error) {
 		switch f.Name {
 		case "xds-addr":
 			s.XDSAddr = *xdsAddr
+		case "monitoring-addr":
+			s.MonitoringAddr = *monitoringAddr
 		case "model-dir":
 			s.ModelDir = *modelDir
 		case "endpoint-grace":

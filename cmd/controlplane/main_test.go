@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tinymesh/tinymesh/xds/server"
 )
 
 // TestMain lets the test binary act as the controlplane command, so the tests
@@ -33,7 +37,7 @@ func TestMain(m *testing.M) {
 
 func TestParse(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "cp.yaml")
-	if err := os.WriteFile(cfg, []byte("xdsAddr: 127.0.0.1:1\nmodelDir: /from/file\nlogFormat: json\n"+
+	if err := os.WriteFile(cfg, []byte("xdsAddr: 127.0.0.1:1\nmonitoringAddr: 127.0.0.1:2\nmodelDir: /from/file\nlogFormat: json\n"+
 		"trustDomain: example.org\ndataDir: /from/file/data\nsvidTTL: 5m\ncaCert: /file/ca.crt\ncaKey: /file/ca.key\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -43,10 +47,11 @@ func TestParse(t *testing.T) {
 		want    settings
 		wantErr bool
 	}{
-		{"defaults", nil, settings{XDSAddr: "127.0.0.1:15010", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text",
+		{"defaults", nil, settings{XDSAddr: "127.0.0.1:15010", MonitoringAddr: "127.0.0.1:15014", ModelDir: "./mesh", EndpointGrace: "10s", LogLevel: "info", LogFormat: "text",
 			TrustDomain: "cluster.local", DataDir: "./controlplane-data", SVIDTTL: "1h0m0s"}, false},
-		{"file then flags", []string{"--config", cfg, "--model-dir", "/from/flag", "--endpoint-grace", "2s", "--svid-ttl", "10m", "--ca-key", "/flag/ca.key"},
-			settings{XDSAddr: "127.0.0.1:1", ModelDir: "/from/flag", EndpointGrace: "2s", LogLevel: "info", LogFormat: "json",
+		{"file then flags", []string{"--config", cfg, "--model-dir", "/from/flag", "--endpoint-grace", "2s", "--svid-ttl", "10m", "--ca-key", "/flag/ca.key",
+			"--monitoring-addr", "127.0.0.1:3"},
+			settings{XDSAddr: "127.0.0.1:1", MonitoringAddr: "127.0.0.1:3", ModelDir: "/from/flag", EndpointGrace: "2s", LogLevel: "info", LogFormat: "json",
 				TrustDomain: "example.org", DataDir: "/from/file/data", SVIDTTL: "10m0s", CACert: "/file/ca.crt", CAKey: "/flag/ca.key"}, false},
 		{"bad flag", []string{"--nope"}, settings{}, true},
 		{"extra args", []string{"x"}, settings{}, true},
@@ -78,8 +83,8 @@ spec:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "--xds-addr", "127.0.0.1:0", "--model-dir", dir, "--log-format", "json",
-		"--data-dir", filepath.Join(t.TempDir(), "data"))
+	cmd := exec.Command(os.Args[0], "--xds-addr", "127.0.0.1:0", "--monitoring-addr", "127.0.0.1:0", "--model-dir", dir,
+		"--log-format", "json", "--data-dir", filepath.Join(t.TempDir(), "data"))
 	cmd.Env = append(os.Environ(), "CONTROLPLANE_TEST_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -89,13 +94,13 @@ spec:
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	addrc := make(chan string, 1)
+	addrc := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			var line struct{ Msg, Addr string }
+			var line struct{ Msg, Addr, Monitoring string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving xDS" {
-				addrc <- line.Addr
+				addrc <- [2]string{line.Addr, line.Monitoring}
 			}
 		}
 		exited <- cmd.Wait()
@@ -105,9 +110,10 @@ spec:
 			cmd.Process.Kill()
 		}
 	}()
-	var addr string
+	var addr, monitoring string
 	select {
-	case addr = <-addrc:
+	case a := <-addrc:
+		addr, monitoring = a[0], a[1]
 	case err := <-exited:
 		t.Fatalf("controlplane exited early: %v", err)
 	case <-time.After(10 * time.Second):
@@ -135,6 +141,10 @@ spec:
 	if len(r.Resources) != 1 || !strings.Contains(string(r.Resources[0].Value), "outbound|8080||backend.default.svc.cluster.local") {
 		t.Errorf("clusters: got %d resources %v, want the backend cluster", len(r.Resources), r.Resources)
 	}
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
+		t.Fatal(err)
+	}
+	checkMonitoring(t, monitoring, r.VersionInfo)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -172,5 +182,72 @@ func TestRunExitCodes(t *testing.T) {
 				t.Errorf("run(%q) = %d, want %d", tc.args, got, tc.want)
 			}
 		})
+	}
+}
+
+// checkMonitoring checks the monitoring endpoints of a control plane that has
+// loaded one model and served one SotW client ("client~1") its clusters, at
+// version cds, which the client ACKed.
+func checkMonitoring(t *testing.T, addr, cds string) {
+	t.Helper()
+	// The ACK is in flight: wait for the status to show it.
+	var out bytes.Buffer
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out.Reset()
+		var stderr bytes.Buffer
+		if code := command([]string{"status", "--addr", addr}, &out, &stderr); code != 0 {
+			t.Fatalf("controlplane status = %d: %s", code, stderr.String())
+		}
+		if strings.Contains(out.String(), "SYNCED ("+cds[:8]+")") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("controlplane status never showed CDS SYNCED at %s:\n%s", cds, out.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling another process, bounded by the deadline
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "NAME") || !strings.HasPrefix(lines[1], "client~1 ") {
+		t.Fatalf("status table:\n%s\nwant a header and one line for client~1", out.String())
+	}
+	for _, want := range []string{"sotw", "NOT SENT", "true"} {
+		if !strings.Contains(lines[1], want) {
+			t.Errorf("status line %q does not contain %q", lines[1], want)
+		}
+	}
+	out.Reset()
+	if code := command([]string{"status", "--addr", addr, "--json"}, &out, io.Discard); code != 0 {
+		t.Fatalf("controlplane status --json = %d", code)
+	}
+	var st []server.ProxyStatus
+	if err := json.Unmarshal(out.Bytes(), &st); err != nil || len(st) != 1 || !st[0].InSync || st[0].Types["CDS"].Acked != cds {
+		t.Errorf("status --json = %s (%v), want client~1 in sync with CDS %s acked", out.String(), err, cds)
+	}
+
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"controlplane_model_reloads_total 1\n",
+		"controlplane_model_reload_errors_total 0\n",
+		`controlplane_connected_proxies{variant="sotw"} 1` + "\n",
+		`controlplane_connected_proxies{variant="delta"} 0` + "\n",
+		`controlplane_xds_pushes_total{type="CDS"} 1` + "\n",
+		`controlplane_xds_nacks_total{type="CDS"} 0` + "\n",
+		// A client that asks for clusters alone never has its whole snapshot in
+		// force, so no latency is observed.
+		"controlplane_xds_push_latency_seconds_count 0\n",
+		`controlplane_ca_issued_total{credential="join_token"} 0` + "\n",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics has no line %q", strings.TrimSpace(want))
+		}
 	}
 }

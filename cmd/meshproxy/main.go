@@ -44,6 +44,8 @@ type options struct {
 	joinToken      string // see identity.go
 	joinTokenFile  string
 	trustDomain    string
+	metrics        bool         // see telemetry.go
+	tracing        tracingFlags // see tracing.go
 }
 
 func main() {
@@ -58,7 +60,7 @@ func main() {
 	flag.StringVar(&o.app, "app", "", "local app address the inbound listener forwards to")
 	flag.StringVar(&o.outbound, "outbound", "", "outbound HTTP listener address the local app sends to (empty: none)")
 	flag.StringVar(&o.outboundIP, "outbound-ip", "", "IP for per-port outbound TCP listeners (default: host of --outbound)")
-	flag.StringVar(&o.adminAddr, "admin", "127.0.0.1:15000", "admin address (/ready, /config_dump); keep it on localhost")
+	flag.StringVar(&o.adminAddr, "admin", "127.0.0.1:15000", "admin address (/ready, /config_dump, /clusters, /explain, /drain, ...; see docs/observability.md); keep it on localhost")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	flag.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	flag.DurationVar(&o.drainDelay, "drain-delay", 2*time.Second, "on SIGTERM, how long to keep accepting after telling the control plane this workload leaves")
@@ -67,6 +69,8 @@ func main() {
 	flag.StringVar(&o.joinToken, "join-token", "", "join token from `controlplane token create`: get an SVID from the control plane's CA (empty: no identity)")
 	flag.StringVar(&o.joinTokenFile, "join-token-file", "", "file holding the join token (read once at start), instead of --join-token")
 	flag.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh (the control plane's --trust-domain)")
+	flag.BoolVar(&o.metrics, "metrics", true, "record Prometheus metrics and serve them on the admin address at /stats/prometheus")
+	o.tracing.register(flag.CommandLine)
 	flag.Parse()
 
 	if err := run(o); err != nil {
@@ -76,7 +80,7 @@ func main() {
 }
 
 func run(o options) error {
-	logger, err := newLogger(o.logLevel, o.logFormat)
+	logger, logLevel, err := newLogger(o.logLevel, o.logFormat)
 	if err != nil {
 		return err
 	}
@@ -93,7 +97,10 @@ func run(o options) error {
 		return fmt.Errorf("--xds-mode %q: want delta or sotw", o.xdsMode)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// The admin endpoint's POST /drain cancels drainCtx: the SIGTERM path.
+	drainCtx, drain := context.WithCancel(context.Background())
+	defer drain()
+	ctx, stop := signal.NotifyContext(drainCtx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
 	localSecrets, closeLocalSecrets, err := openIdentitySource(ctx, o, logger)
@@ -109,7 +116,15 @@ func run(o options) error {
 	}
 	defer ident.close()
 
-	proxy := dataplane.New(dataplane.Options{Logger: logger})
+	rec := newStats(o) // nil with --metrics=false
+	// tracer is nil without --tracing-endpoint.
+	tracer, closeTracer, err := startTracing(o, node.GetId(), logger)
+	if err != nil {
+		return err
+	}
+	defer closeTracer() // after proxy.Close below: flushes the last spans
+	proxy := dataplane.New(dataplane.Options{Logger: logger, Stats: rec, Tracer: tracer,
+		TracingDefaults: tracingDefaults(o, node.GetId())})
 	xc, err := client.New(client.Options{
 		ServerAddr: o.xdsAddr,
 		Node:       node,
@@ -120,6 +135,7 @@ func run(o options) error {
 		LocalSecrets: localSecrets,
 		Keys:         ident.keys(),      // nil without --join-token
 		OnConnect:    ident.onConnect(), // renews after a reconnect
+		Observer:     xdsObserver(rec),  // nil with --metrics=false
 	})
 	if err != nil {
 		return err
@@ -127,9 +143,15 @@ func run(o options) error {
 	defer xc.Close()
 	adm := admin.New(admin.Options{
 		Addr:       o.adminAddr,
-		Ready:      func() bool { return proxy.Ready() && xc.Synced() },
+		Ready:      func() bool { return proxy.Ready() && xc.Synced() && ctx.Err() == nil }, // not ready once draining
 		ConfigDump: func() any { return proxy.Snapshot() },
-		Logger:     logger,
+		// See docs/observability.md, "Admin endpoint".
+		EnvoyConfigDump: xc.ConfigDump,
+		Proxy:           proxy,
+		LogLevel:        logLevel,
+		Drain:           adminDrain(drain, logger),
+		Logger:          logger,
+		Metrics:         metricsHandler(rec),
 	})
 	if err := adm.Start(); err != nil {
 		return fmt.Errorf("admin: %w", err)
@@ -153,7 +175,11 @@ func run(o options) error {
 	// plane drops this endpoint from its peers' config at once. Until they have
 	// that update they may still send here, so keep serving for drainDelay before
 	// the listeners stop accepting; a second signal kills the process outright.
-	stop()
+	// After POST /drain signals stay caught and do nothing: a pod's SIGTERM
+	// after a preStop hook's /drain must not cut the drain short.
+	if drainCtx.Err() == nil {
+		stop()
+	}
 	if err == nil {
 		err = <-xdsErr
 		logger.Info("meshproxy leaving: still serving while peers update", "drain_delay", o.drainDelay)
@@ -234,17 +260,21 @@ func parseLabels(s string) (map[string]string, error) {
 	return labels, nil
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
+// newLogger returns the process's logger and its level, which the admin
+// endpoint's /logging changes at run time.
+func newLogger(level, format string) (*slog.Logger, *slog.LevelVar, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+		return nil, nil, fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	v := new(slog.LevelVar)
+	v.Set(lvl)
+	opts := &slog.HandlerOptions{Level: v}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), v, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), v, nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	return nil, nil, fmt.Errorf("--log-format %q: want text or json", format)
 }

@@ -1,10 +1,13 @@
 // Package admin serves the sidecar's local admin endpoints: GET /ready (200 once the
 // first complete config is applied, else 503), GET /healthz (200 while the process
-// serves) and GET /config_dump (the current snapshot as JSON).
+// serves), GET /config_dump (the xDS resources in force in Envoy's admin format;
+// ?format=decoded: the data plane's snapshot), and, when their options are set,
+// /stats/prometheus, /listeners, /clusters, /explain (the route explainer),
+// /logging and POST /drain. docs/observability.md documents them for operators.
 //
 // Concurrency: Start runs the HTTP server on one goroutine that Close waits for.
-// The Ready and ConfigDump callbacks are called on request goroutines and must be
-// safe for concurrent use.
+// The callbacks in Options are called on request goroutines and must be safe for
+// concurrent use.
 package admin
 
 import (
@@ -24,10 +27,26 @@ const DefaultAddr = "127.0.0.1:15000"
 
 // Options configure a Server.
 type Options struct {
-	Addr       string       // default DefaultAddr
-	Ready      func() bool  // required
-	ConfigDump func() any   // required; the value is encoded as JSON
-	Logger     *slog.Logger // nil discards logs
+	Addr       string      // default DefaultAddr
+	Ready      func() bool // required
+	ConfigDump func() any  // required; the decoded snapshot, encoded as JSON
+	// EnvoyConfigDump, when set, serves GET /config_dump: the xDS resources
+	// in force in Envoy's admin format (xds/client.Client.ConfigDump), and
+	// ConfigDump moves to /config_dump?format=decoded.
+	EnvoyConfigDump func() ([]byte, error)
+	// Proxy, when set, serves /listeners, /clusters and /explain
+	// (endpoints.go).
+	Proxy Proxy
+	// LogLevel, when set, serves GET and POST /logging to read and change
+	// the level of the process's logger at run time.
+	LogLevel *slog.LevelVar
+	// Drain, when set, serves POST /drain: it must start the process's
+	// graceful shutdown (the SIGTERM path) and not block.
+	Drain  func()
+	Logger *slog.Logger // nil discards logs
+	// Metrics serves GET /stats/prometheus (dataplane/stats); nil: the path
+	// is not served (meshproxy --metrics=false).
+	Metrics http.Handler
 }
 
 // Server is the admin HTTP server.
@@ -53,6 +72,10 @@ func New(opts Options) *Server {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /config_dump", s.configDump)
+	s.register(mux)
+	if opts.Metrics != nil {
+		mux.Handle("GET /stats/prometheus", opts.Metrics)
+	}
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -105,6 +128,21 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) configDump(w http.ResponseWriter, r *http.Request) {
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "envoy" && format != "decoded" {
+		http.Error(w, fmt.Sprintf("format %q: want envoy (the default) or decoded", format), http.StatusBadRequest)
+		return
+	}
+	if s.opts.EnvoyConfigDump != nil && format != "decoded" {
+		b, err := s.opts.EnvoyConfigDump()
+		if err != nil {
+			http.Error(w, "config dump: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+		return
+	}
 	b, err := json.MarshalIndent(s.opts.ConfigDump(), "", "  ")
 	if err != nil {
 		http.Error(w, "config dump: "+err.Error(), http.StatusInternalServerError)

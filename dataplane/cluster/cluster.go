@@ -79,6 +79,7 @@ type Upstream struct {
 
 	mat      atomic.Pointer[material] // certificate material in force; nil without TLS
 	inflight atomic.Int64             // accessed atomically
+	eps      endpoints                // per-endpoint counters (endpoint.go)
 	removed  atomic.Bool              // set by Prune, cleared if the cluster comes back
 }
 
@@ -183,6 +184,7 @@ func (s *Set) Compile(snap *config.Snapshot) (*Table, error) {
 		for i, e := range c.Endpoints {
 			addrs[i] = e.Address
 		}
+		u.eps.add(addrs)
 		t.clusters[name] = &Cluster{
 			Name:           name,
 			Protocol:       c.Protocol,
@@ -213,6 +215,11 @@ func (s *Set) Prune(live *Table) {
 	}
 	for k, u := range s.upstreams {
 		if c, ok := live.Get(k.name); ok && c.Upstream == u {
+			keep := make(map[string]bool, c.Picker.Len())
+			for _, a := range c.Picker.Addrs() {
+				keep[a] = true
+			}
+			u.eps.retain(keep)
 			continue
 		}
 		delete(s.upstreams, k)

@@ -186,9 +186,14 @@ func (u *Upstream) dial(ctx context.Context, network, addr string, cfg *tls.Conf
 	if u.tlsErr != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("%w: cluster %q: %w", ErrTLSHandshake, u.key.name, u.tlsErr)}
 	}
+	ep := u.Endpoint(addr)
 	c, err := u.Dialer.DialContext(ctx, network, addr)
-	if err != nil || cfg == nil {
-		return c, err
+	if err != nil {
+		ep.ConnectFailures.Add(1)
+		return nil, err
+	}
+	if cfg == nil {
+		return counted(c, ep), nil
 	}
 	hctx, cancel := context.WithTimeout(ctx, u.key.timeout)
 	defer cancel()
@@ -203,8 +208,9 @@ func (u *Upstream) dial(ctx context.Context, network, addr string, cfg *tls.Conf
 	}
 	if err != nil {
 		c.Close()
+		ep.ConnectFailures.Add(1)
 		u.log.Warn("upstream TLS handshake failed", "cluster", u.key.name, "endpoint", addr, "sni", cfg.ServerName, "err", err)
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: c.RemoteAddr(), Err: fmt.Errorf("%w: %w", ErrTLSHandshake, err)}
 	}
-	return tc, nil
+	return counted(tc, ep), nil
 }

@@ -107,6 +107,11 @@ type HTTPConnectionManager struct {
 	// with SanitizeSet, XFCC carries URI=<peer SPIFFE ID> when the latter is set.
 	ForwardClientCert       ForwardClientCert
 	SetCurrentClientCertURI bool
+	// AccessLogs are the HCM's access_log entries: one line per request each.
+	AccessLogs []AccessLog
+	// Tracing is the HCM's tracing config; nil: the proxy's default tracer
+	// (meshproxy --tracing-endpoint), if any.
+	Tracing *Tracing
 	// RBAC is the envoy.filters.http.rbac filter; nil when the HCM has none.
 	// VirtualHost.RBAC and Route.RBAC override it, and only when it is set.
 	RBAC *RBACFilter
@@ -117,9 +122,34 @@ type TCPProxy struct {
 	StatPrefix  string
 	Cluster     string
 	IdleTimeout time.Duration // 0 disables
+	// AccessLogs are the TCP proxy's access_log entries: one line per connection each.
+	AccessLogs []AccessLog
 	// RBAC is the envoy.filters.network.rbac filter before the TCP proxy,
 	// checked once per connection after the TLS handshake; nil allows all.
 	RBAC *RBAC
+}
+
+// AccessLog is one access_log entry (envoy.access_loggers.file, stdout or
+// stderr). Exactly one of Text and JSON is set; dataplane/accesslog compiles
+// the command operators, which xds/resource has checked.
+type AccessLog struct {
+	// Path is the file lines are appended to; "/dev/stdout" and
+	// "/dev/stderr" are the process's own streams.
+	Path string
+	// Text is a text format with command operators (%RESPONSE_CODE%); a
+	// trailing newline is added when it has none.
+	Text string
+	// JSON is a json_format: one object per line, keys in this order.
+	JSON []AccessLogField
+	// SamplePerMillion logs that many streams in a million (runtime_filter
+	// percent_sampled); 1000000 logs all.
+	SamplePerMillion uint32
+}
+
+// AccessLogField is one key of a JSON access log and its format string.
+type AccessLogField struct {
+	Key    string
+	Format string
 }
 
 // RouteConfig is a routing table: virtual hosts chosen by authority, then routes
@@ -303,6 +333,12 @@ type Cluster struct {
 type Endpoint struct {
 	Address string // host:port
 	Weight  uint32 // load-balancing weight, >= 1
+	// Workload, Namespace and Version name the workload behind the endpoint
+	// (EDS metadata filter_metadata["tinymesh"]), for the outbound side's
+	// destination_* stats labels; empty when the control plane did not say.
+	Workload  string
+	Namespace string
+	Version   string
 }
 
 // TLSVersion is a TLS protocol version bound; TLSAuto leaves the choice to the

@@ -13,6 +13,7 @@ import (
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/route"
+	"github.com/tinymesh/tinymesh/dataplane/stats"
 )
 
 // TestStripHopAllocs: stripHop runs on every request and response, so it must not
@@ -84,7 +85,18 @@ func BenchmarkForwardParallel(b *testing.B) {
 	}
 }
 
-func benchForwardParallel(b *testing.B, proto config.Protocol) {
+// BenchmarkForwardMetrics is BenchmarkForwardParallel/http1 with metrics off
+// (no Observer: the default hot path) and on (a stats.Recorder observing
+// every request), to show what metrics cost per request.
+func BenchmarkForwardMetrics(b *testing.B) {
+	b.Run("off", func(b *testing.B) { benchForwardParallel(b, config.ProtocolHTTP1) })
+	b.Run("on", func(b *testing.B) {
+		rec := stats.New(stats.Options{Workload: "bench", Namespace: "default"})
+		benchForwardParallel(b, config.ProtocolHTTP1, func(st *State) { st.Observe = rec.Observe })
+	})
+}
+
+func benchForwardParallel(b *testing.B, proto config.Protocol, opts ...func(*State)) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -100,6 +112,9 @@ func benchForwardParallel(b *testing.B, proto config.Protocol) {
 	defer app.Close()
 	st, done := benchState(b, ln.Addr().String(), proto)
 	defer done()
+	for _, o := range opts {
+		o(st)
+	}
 	log := slog.New(slog.DiscardHandler)
 	srv := NewServer(NewHandler(log, st), st.HCM, log)
 	pln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -20,6 +20,12 @@
 // way. The tried-endpoints record lives on the stack; the only cost on the
 // success path is the body wrapper, one allocation for requests with a body.
 //
+// Tracing (tracing.go): on a listener whose State has a Tracer, each request
+// gets a span (dataplane/tracing) that is the child of the trace context it
+// arrived with, the outbound request's traceparent names that span, and the
+// span ends with the finished stream's record. Without a Tracer the request
+// path does no tracing work and allocates nothing for it.
+//
 // Concurrency: Handler.Store publishes a State atomically; ServeHTTP loads it once
 // per request and uses that value until the response ends, so a request in flight
 // finishes on the config it started with. The State and everything it points to is

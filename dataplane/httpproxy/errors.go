@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+
+	"github.com/tinymesh/tinymesh/dataplane/stream"
 )
 
 // ErrorHeader carries the reason for every response the proxy generates itself.
@@ -31,7 +33,8 @@ const (
 type reasonInfo struct {
 	name   string
 	status int
-	grpc   int // gRPC status code for application/grpc requests
+	grpc   int          // gRPC status code for application/grpc requests
+	flag   stream.Flags // Envoy's response flag, for stats and access logs
 }
 
 // gRPC codes (google.golang.org/grpc/codes), spelled here so the proxy does not
@@ -45,16 +48,18 @@ const (
 )
 
 var reasons = [...]reasonInfo{
-	RouteNotFound:          {"route_not_found", http.StatusNotFound, grpcUnimplemented},
-	ClusterNotFound:        {"cluster_not_found", http.StatusServiceUnavailable, grpcUnavailable},
-	NoHealthyUpstream:      {"no_healthy_upstream", http.StatusServiceUnavailable, grpcUnavailable},
-	UpstreamConnectFailure: {"upstream_connect_failure", http.StatusServiceUnavailable, grpcUnavailable},
-	UpstreamTimeout:        {"upstream_timeout", http.StatusGatewayTimeout, grpcDeadlineExceeded},
-	UpstreamReset:          {"upstream_reset", http.StatusBadGateway, grpcUnavailable},
-	UpgradeRefused:         {"upgrade_refused", http.StatusForbidden, grpcPermissionDenied},
-	BadRequest:             {"bad_request", http.StatusBadRequest, grpcInternal},
-	HeadersTooLarge:        {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcInternal},
-	RBACDenied:             {"rbac_denied", http.StatusForbidden, grpcPermissionDenied},
+	RouteNotFound:          {"route_not_found", http.StatusNotFound, grpcUnimplemented, stream.NoRoute},
+	ClusterNotFound:        {"cluster_not_found", http.StatusServiceUnavailable, grpcUnavailable, stream.NoRoute},
+	NoHealthyUpstream:      {"no_healthy_upstream", http.StatusServiceUnavailable, grpcUnavailable, stream.NoHealthyUpstream},
+	UpstreamConnectFailure: {"upstream_connect_failure", http.StatusServiceUnavailable, grpcUnavailable, stream.UpstreamConnectionFailure},
+	UpstreamTimeout:        {"upstream_timeout", http.StatusGatewayTimeout, grpcDeadlineExceeded, stream.UpstreamRequestTimeout},
+	UpstreamReset:          {"upstream_reset", http.StatusBadGateway, grpcUnavailable, stream.UpstreamConnectionTermination},
+	// Envoy answers a refused upgrade with 403 and no flag; DPE says the
+	// request, not the upstream, was the problem.
+	UpgradeRefused:  {"upgrade_refused", http.StatusForbidden, grpcPermissionDenied, stream.DownstreamProtocolError},
+	BadRequest:      {"bad_request", http.StatusBadRequest, grpcInternal, stream.DownstreamProtocolError},
+	HeadersTooLarge: {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcInternal, stream.DownstreamProtocolError},
+	RBACDenied:      {"rbac_denied", http.StatusForbidden, grpcPermissionDenied, stream.RBACDenied},
 }
 
 // grpcMessages replace "meshproxy: <reason>" as grpc-message where set.
@@ -67,11 +72,24 @@ func (r Reason) String() string { return reasons[r].name }
 // Status is the HTTP status the proxy answers with for r.
 func (r Reason) Status() int { return reasons[r].status }
 
+// Flag is the Envoy response flag recorded for r.
+func (r Reason) Flag() stream.Flags { return reasons[r].flag }
+
 // writeError answers a request the proxy could not forward: a trailers-only gRPC
 // error (HTTP 200) for gRPC requests, a plain-text HTTP error otherwise. It must be
-// called before anything else was written.
-func writeError(w http.ResponseWriter, grpcReq bool, r Reason) {
+// called before anything else was written. It records the answer in si when
+// the stream is observed (si not nil).
+func writeError(w http.ResponseWriter, grpcReq bool, r Reason, si *stream.Info) {
 	info := reasons[r]
+	if si != nil {
+		si.Flags |= info.flag
+		if grpcReq {
+			si.ResponseCode, si.GRPCStatus = http.StatusOK, info.grpc
+		} else {
+			si.ResponseCode = info.status
+			si.BytesSent += int64(len(info.name) + 1)
+		}
+	}
 	h := w.Header()
 	h.Set(ErrorHeader, info.name)
 	if grpcReq {

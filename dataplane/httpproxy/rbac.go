@@ -10,6 +10,7 @@ import (
 	"github.com/tinymesh/tinymesh/dataplane/listener"
 	"github.com/tinymesh/tinymesh/dataplane/rbac"
 	"github.com/tinymesh/tinymesh/dataplane/route"
+	"github.com/tinymesh/tinymesh/dataplane/stream"
 )
 
 // RBAC enforcement (envoy.filters.http.rbac): after route matching, so that
@@ -21,7 +22,7 @@ import (
 // authorize evaluates the listener's RBAC filter for r, routed to vh and rt
 // (either may be nil). When r is denied it logs the denial, answers 403 (gRPC:
 // PERMISSION_DENIED) and returns false.
-func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *State, vh *route.VirtualHost, rt *route.Route, grpcReq bool) bool {
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *State, vh *route.VirtualHost, rt *route.Route, grpcReq bool, si *stream.Info) bool {
 	var vc *config.VirtualHost
 	var rc *config.Route
 	if vh != nil {
@@ -67,7 +68,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, st *State, v
 			"method", r.Method, "path", r.URL.Path, "action", e.Action().String(),
 			"policies", e.Checked(), "matched", policy, "suppressed", suppressed)
 	}
-	writeError(w, grpcReq, RBACDenied)
+	writeError(w, grpcReq, RBACDenied, si)
 	return false
 }
 

@@ -82,7 +82,7 @@ func TestRBACAllowedAllocs(t *testing.T) {
 	rq := route.Request{Authority: r.Host, Method: r.Method, Path: r.URL.Path, Header: r.Header}
 	vh, rt := st.Routes.Match(&rq)
 	n := testing.AllocsPerRun(200, func() {
-		if !h.authorize(nil, r, st, vh, rt, false) {
+		if !h.authorize(nil, r, st, vh, rt, false, nil) {
 			t.Fatal("denied")
 		}
 	})
@@ -99,7 +99,7 @@ func BenchmarkRBACAuthorize(b *testing.B) {
 	vh, rt := st.Routes.Match(&rq)
 	b.ReportAllocs()
 	for b.Loop() {
-		if !h.authorize(nil, r, st, vh, rt, false) {
+		if !h.authorize(nil, r, st, vh, rt, false, nil) {
 			b.Fatal("denied")
 		}
 	}

@@ -41,6 +41,7 @@ func (t *tried) list() []string { return t.addrs[:t.n] }
 type attemptBody struct {
 	rc    io.ReadCloser
 	state atomic.Uint32 // bodyRead | bodyClosed
+	n     atomic.Int64  // bytes read: the request bytes sent upstream (stream.Info)
 }
 
 const (
@@ -54,7 +55,9 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 		// take bytes that belong to the next attempt.
 		return 0, http.ErrBodyReadAfterClose
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 func (b *attemptBody) Close() error {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
+	"github.com/tinymesh/tinymesh/dataplane/stream"
 	"github.com/tinymesh/tinymesh/dataplane/tcpproxy"
 )
 
@@ -15,9 +16,9 @@ import (
 // dedicated HTTP/1.1 connection, since an upgrade cannot ride an HTTP/2 stream to
 // an h2c cluster, relays the upstream's 101 and then splices the two connections.
 // Any other upstream answer is relayed as a normal response.
-func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http.Request, c *cluster.Cluster, addr string) {
+func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http.Request, c *cluster.Cluster, addr string, si *stream.Info) {
 	if !h.beginUpgrade() {
-		writeError(w, false, UpgradeRefused)
+		writeError(w, false, UpgradeRefused, si)
 		return
 	}
 	defer h.upgrades.Done()
@@ -39,10 +40,13 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 		tr.add(addr)
 		up, err = c.Upstream.DialHTTP1(out.Context(), "tcp", addr)
 	}
+	if si != nil {
+		si.Attempts, si.UpstreamHost = tr.n, addr
+	}
 	if err != nil {
 		if reason, ok := classify(err, out.Context(), r.Context()); ok {
 			h.log.Debug("upstream upgrade failed", "cluster", c.Name, "endpoints", strings.Join(tr.list(), ","), "attempts", tr.n, "reason", reason.String(), "err", err)
-			writeError(w, false, reason)
+			writeError(w, false, reason, si)
 		}
 		return
 	}
@@ -53,7 +57,7 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 	defer h.untrackUpgraded(up)
 	if err := out.Write(up); err != nil {
 		up.Close()
-		writeError(w, false, UpstreamReset)
+		writeError(w, false, UpstreamReset, si)
 		return
 	}
 	br := bufio.NewReader(up)
@@ -61,7 +65,7 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 	if err != nil {
 		up.Close()
 		if reason, ok := classify(err, out.Context(), r.Context()); ok {
-			writeError(w, false, reason)
+			writeError(w, false, reason, si)
 		}
 		return
 	}
@@ -74,7 +78,10 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 		}
 		stripHop(hdr, false)
 		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		n, _ := io.Copy(w, resp.Body)
+		if si != nil {
+			si.ResponseCode, si.BytesSent = resp.StatusCode, n
+		}
 		return
 	}
 
@@ -84,7 +91,7 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 	down, dbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		up.Close()
-		writeError(w, false, UpstreamReset)
+		writeError(w, false, UpstreamReset, si)
 		return
 	}
 	if !h.trackUpgraded(down) {
@@ -115,6 +122,9 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 			up.Close()
 			return
 		}
+	}
+	if si != nil {
+		si.ResponseCode = http.StatusSwitchingProtocols
 	}
 	tcpproxy.Splice(down, up, 0)
 }

@@ -61,6 +61,20 @@ func (p *RoundRobin) PickExcept(skip []string) (string, bool) {
 // Len reports how many endpoints the picker chooses from.
 func (p *RoundRobin) Len() int { return len(p.addrs) }
 
+// Addrs returns the addresses in pick order; the slice is the picker's and must
+// not be modified.
+func (p *RoundRobin) Addrs() []string { return p.addrs }
+
+// Peek returns the address the next Pick would return, without advancing the
+// round robin (for the admin route explainer; concurrent picks may take it first).
+func (p *RoundRobin) Peek() (string, bool) {
+	n := uint64(len(p.addrs))
+	if n == 0 {
+		return "", false
+	}
+	return p.addrs[p.next.Load()%n], true
+}
+
 // Weighted chooses an index in proportion to fixed weights. Pick n maps to the
 // point (n*stride) mod total on the cumulative weights, with stride coprime to
 // total: every window of total consecutive picks visits each point exactly once,

@@ -120,3 +120,19 @@ func TestPickExcept(t *testing.T) {
 		t.Errorf("PickExcept: %v allocs per run, want 0", n)
 	}
 }
+
+func TestPeekDoesNotAdvance(t *testing.T) {
+	p := NewRoundRobin([]string{"a", "b", "c"})
+	p.Pick()
+	for range 3 {
+		if got, ok := p.Peek(); !ok || got != "b" {
+			t.Fatalf("Peek = %q, %v; want b", got, ok)
+		}
+	}
+	if got, _ := p.Pick(); got != "b" {
+		t.Errorf("Pick after Peek = %q, want b", got)
+	}
+	if _, ok := NewRoundRobin(nil).Peek(); ok {
+		t.Errorf("Peek on no endpoints = ok, want false")
+	}
+}

@@ -157,36 +157,57 @@ func (t *Table) Match(req *Request) (vh *VirtualHost, r *Route) {
 }
 
 func (t *Table) host(authority string) *VirtualHost {
+	vh, _, _, _ := t.hostHow(authority)
+	return vh
+}
+
+// domainKind says which kind of domain picked a virtual host (see Explain).
+type domainKind uint8
+
+const (
+	noDomain domainKind = iota
+	exactDomain
+	suffixDomain
+	prefixDomain
+	anyDomain
+)
+
+// hostHow is host, also saying how the virtual host was found: the kind of
+// domain, whether the port was stripped first, and a wildcard's fixed part.
+func (t *Table) hostHow(authority string) (vh *VirtualHost, how domainKind, portStripped bool, part string) {
 	var buf [255]byte
 	host := lower(&buf, authority)
-	if vh := t.domain(host); vh != nil {
-		return vh
+	if vh, how, part := t.domain(host); vh != nil {
+		return vh, how, false, part
 	}
 	// "backend:8080" also answers to a domain of plain "backend".
 	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.HasSuffix(host, "]") {
-		if vh := t.domain(host[:i]); vh != nil {
-			return vh
+		if vh, how, part := t.domain(host[:i]); vh != nil {
+			return vh, how, true, part
 		}
 	}
-	return t.any
+	if t.any != nil {
+		return t.any, anyDomain, false, ""
+	}
+	return nil, noDomain, false, ""
 }
 
-func (t *Table) domain(host string) *VirtualHost {
+func (t *Table) domain(host string) (*VirtualHost, domainKind, string) {
 	if vh, ok := t.exact[host]; ok {
-		return vh
+		return vh, exactDomain, ""
 	}
 	for _, w := range t.suffix {
 		// A wildcard must stand for at least one character (Envoy).
 		if len(host) > len(w.part) && strings.HasSuffix(host, w.part) {
-			return w.vh
+			return w.vh, suffixDomain, w.part
 		}
 	}
 	for _, w := range t.prefix {
 		if len(host) > len(w.part) && strings.HasPrefix(host, w.part) {
-			return w.vh
+			return w.vh, prefixDomain, w.part
 		}
 	}
-	return nil
+	return nil, noDomain, ""
 }
 
 // lower returns s in lower case, using buf when s has upper-case ASCII so the

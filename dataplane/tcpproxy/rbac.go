@@ -6,6 +6,7 @@ import (
 
 	"github.com/tinymesh/tinymesh/dataplane/listener"
 	"github.com/tinymesh/tinymesh/dataplane/rbac"
+	"github.com/tinymesh/tinymesh/dataplane/stream"
 )
 
 // authorize evaluates the network RBAC filter e for a freshly accepted
@@ -15,7 +16,8 @@ import (
 // crypto/tls documents as the way to run the handshake for its side effect;
 // the listener bounds it (HandshakeTimeout, PeekTimeout) and logs failures.
 // It logs a denial and returns false when the connection must be closed.
-func (s *Server) authorize(down net.Conn, e *rbac.Engine) bool {
+// A denial is recorded in si (RBAC flag) when si is not nil.
+func (s *Server) authorize(down net.Conn, e *rbac.Engine, si *stream.Info) bool {
 	var req rbac.Request
 	if a, ok := down.RemoteAddr().(*net.TCPAddr); ok {
 		req.Remote = a.AddrPort()
@@ -38,6 +40,9 @@ func (s *Server) authorize(down net.Conn, e *rbac.Engine) bool {
 	ok, policy := e.Allowed(&req)
 	if ok {
 		return true
+	}
+	if si != nil {
+		si.Flags |= stream.RBACDenied
 	}
 	if log, suppressed := s.denials.Allow(time.Now()); log {
 		s.log.Info("rbac denied", "caller", caller, "remote", down.RemoteAddr().String(),

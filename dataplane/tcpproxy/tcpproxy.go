@@ -22,7 +22,9 @@ import (
 	"time"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
+	"github.com/tinymesh/tinymesh/dataplane/listener"
 	"github.com/tinymesh/tinymesh/dataplane/rbac"
+	"github.com/tinymesh/tinymesh/dataplane/stream"
 )
 
 // maxConnectAttempts bounds the upstream connects per downstream connection.
@@ -33,6 +35,16 @@ type State struct {
 	Cluster     *cluster.Cluster // nil if the snapshot lacks it: connections are closed
 	IdleTimeout time.Duration    // 0 disables
 	RBAC        *rbac.Engine     // the network RBAC filter; nil allows all (rbac.go)
+
+	// Telemetry (nil Observe: none). Listener and Inbound describe the
+	// listener in stream.Info. Opened, when set, is called once the upstream
+	// connection is up; Observe when the connection has ended (every one,
+	// also those refused before an upstream was dialed). Both are called on
+	// the connection's goroutine with an Info they must not keep.
+	Listener string
+	Inbound  bool
+	Opened   stream.Observer
+	Observe  stream.Observer
 }
 
 // Server serves one listener's connections.
@@ -131,16 +143,32 @@ func (s *Server) handle(down net.Conn) {
 	defer s.untrack(down)
 	defer down.Close()
 	st := s.state.Load()
-	if st.RBAC != nil && !s.authorize(down, st.RBAC) {
+	var si *stream.Info
+	if st.Observe != nil {
+		si = stream.Get()
+		si.Start, si.Listener, si.Inbound, si.Protocol = time.Now(), st.Listener, st.Inbound, "tcp"
+		si.DownstreamRemote = down.RemoteAddr().String()
+		defer s.endStream(st.Observe, si, down)
+	}
+	if st.RBAC != nil && !s.authorize(down, st.RBAC, si) {
 		return
 	}
 	if st.Cluster == nil {
 		s.log.Warn("tcp proxy: no cluster", "downstream", down.RemoteAddr())
+		if si != nil {
+			si.Flags |= stream.NoRoute
+		}
 		return
+	}
+	if si != nil {
+		si.Cluster = st.Cluster.Name
 	}
 	addr, ok := st.Cluster.Picker.Pick()
 	if !ok {
 		s.log.Warn("tcp proxy: no healthy upstream", "cluster", st.Cluster.Name)
+		if si != nil {
+			si.Flags |= stream.NoHealthyUpstream
+		}
 		return
 	}
 	// The cluster's dialer adds TLS origination when the cluster has it. A
@@ -162,8 +190,17 @@ func (s *Server) handle(down net.Conn) {
 		s.log.Debug("tcp proxy: upstream connect failed, retrying", "cluster", st.Cluster.Name, "endpoint", addr, "next", next, "attempt", n, "err", err)
 		addr = next
 	}
+	if si != nil {
+		si.Attempts, si.UpstreamHost = n, addr
+	}
 	if err != nil {
 		s.log.Warn("tcp proxy: upstream connect failure", "cluster", st.Cluster.Name, "endpoint", addr, "attempts", n, "err", err)
+		if si != nil {
+			si.Flags |= stream.UpstreamConnectionFailure
+			if n == maxConnectAttempts {
+				si.Flags |= stream.UpstreamRetryLimitExceeded
+			}
+		}
 		return
 	}
 	if !s.track(up) {
@@ -171,7 +208,24 @@ func (s *Server) handle(down net.Conn) {
 		return
 	}
 	defer s.untrack(up)
-	Splice(down, up, st.IdleTimeout)
+	if si != nil && st.Opened != nil {
+		st.Opened(si)
+	}
+	recv, sent := SpliceCount(down, up, st.IdleTimeout)
+	if si != nil {
+		si.BytesReceived, si.BytesSent = recv, sent
+	}
+}
+
+// endStream completes si (the peer's identity is known once the handshake,
+// which the first Read runs, is done), hands it to obs and pools it.
+func (s *Server) endStream(obs stream.Observer, si *stream.Info, down net.Conn) {
+	if ci := listener.Info(down); ci != nil {
+		si.PeerID, si.MTLS = ci.PeerID, ci.PeerCertSHA256 != ""
+	}
+	si.Duration = time.Since(si.Start)
+	obs(si)
+	stream.Put(si)
 }
 
 // Shutdown stops accepting and waits for open connections to finish until ctx is
@@ -219,25 +273,29 @@ type closeWriter interface{ CloseWrite() error }
 // half-close (CloseWrite) so a peer can still answer after the other side's EOF.
 // With idle > 0 it gives up when neither direction has moved data for that long.
 // It closes both connections before returning.
-func Splice(a, b net.Conn, idle time.Duration) {
+func Splice(a, b net.Conn, idle time.Duration) { SpliceCount(a, b, idle) }
+
+// SpliceCount is Splice, returning the bytes copied from a to b and from b to a.
+func SpliceCount(a, b net.Conn, idle time.Duration) (ab, ba int64) {
 	var last atomic.Int64 // unix nanos of the last data moved in either direction
 	last.Store(time.Now().UnixNano())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pipe(b, a, idle, &last)
+		ba = pipe(b, a, idle, &last)
 	}()
-	pipe(a, b, idle, &last)
+	ab = pipe(a, b, idle, &last)
 	<-done
 	a.Close()
 	b.Close()
+	return ab, ba
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// pipe copies src to dst. On EOF it half-closes dst; on any other error it closes
-// both so the other direction stops too.
-func pipe(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
+// pipe copies src to dst and returns the bytes written. On EOF it half-closes
+// dst; on any other error it closes both so the other direction stops too.
+func pipe(dst, src net.Conn, idle time.Duration, last *atomic.Int64) (written int64) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp) // the buffer is only used inside this call
 	buf := *bp
@@ -251,10 +309,12 @@ func pipe(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 			if idle > 0 {
 				dst.SetWriteDeadline(time.Now().Add(idle))
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			m, werr := dst.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
 				src.Close()
 				dst.Close()
-				return
+				return written
 			}
 		}
 		if err == nil {
@@ -271,10 +331,10 @@ func pipe(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 			} else {
 				dst.Close()
 			}
-			return
+			return written
 		}
 		src.Close()
 		dst.Close()
-		return
+		return written
 	}
 }

@@ -12,12 +12,14 @@ const portSpan = 40
 // offsets from --base-port, so they can be documented and typed by hand:
 //
 //	base+0             controlplane xDS (ADS)
+//	base+1             controlplane monitoring: /metrics, /debug/status
 //	base+10 .. base+13 frontend:   sidecar inbound, app, sidecar outbound, sidecar admin
 //	base+20 .. base+23 backend-v1: same order
 //	base+30 .. base+33 backend-v2: same order
 type layout struct {
-	XDS       string
-	Workloads []workload
+	XDS        string
+	Monitoring string
+	Workloads  []workload
 }
 
 // workload is one demo app and its sidecar.
@@ -48,7 +50,8 @@ func layoutAt(base int) layout {
 		}
 	}
 	return layout{
-		XDS: addr(0),
+		XDS:        addr(0),
+		Monitoring: addr(1),
 		Workloads: []workload{
 			wl(1, "frontend", "frontend", "v1", "backend"),
 			wl(2, "backend-v1", "backend", "v1", ""),

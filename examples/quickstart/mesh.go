@@ -55,6 +55,7 @@ func (m *mesh) start(ctx context.Context, sup *supervisor, stdout io.Writer) (st
 
 	cp, err := sup.start("controlplane", bin("controlplane"),
 		"--xds-addr", m.l.XDS,
+		"--monitoring-addr", m.l.Monitoring,
 		"--model-dir", m.opts.modelDir,
 		"--data-dir", m.opts.dataDir,
 		"--log-level", m.opts.logLevel,

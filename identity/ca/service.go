@@ -40,6 +40,11 @@ type ServiceOptions struct {
 	// the issued chain (PEM, leaf first) before the response is sent, so the SDS
 	// "default" secret may reach the proxy before the Sign response does.
 	OnIssued func(nodeID string, chainPEM []byte)
+	// OnResult, if set, is called on the handler's goroutine once per Sign
+	// with the kind of credential presented (join_token, svid or none) and
+	// the outcome: codes.OK for an issued SVID, else the code it was refused
+	// with. The control plane counts issuances and refusals with it.
+	OnResult func(credential string, code codes.Code)
 	// Logger defaults to slog.Default(). Every issuance is logged at INFO, every
 	// refusal at WARN; credentials never are.
 	Logger *slog.Logger
@@ -78,7 +83,10 @@ func NewService(opts ServiceOptions) (*Service, error) {
 
 // Sign implements CertificateServiceServer: it checks the CSR, authenticates
 // the credential, issues the SVID and reports it to OnIssued.
-func (s *Service) Sign(ctx context.Context, req *identityv1.SignRequest) (*identityv1.SignResponse, error) {
+func (s *Service) Sign(ctx context.Context, req *identityv1.SignRequest) (resp *identityv1.SignResponse, err error) {
+	if s.opts.OnResult != nil {
+		defer func() { s.opts.OnResult(credentialKind(req), status.Code(err)) }()
+	}
 	log := s.log.With("node", req.GetNodeId(), "credential", credentialKind(req))
 	csr, id, err := s.checkCSR(req)
 	if err != nil {
@@ -101,7 +109,7 @@ func (s *Service) Sign(ctx context.Context, req *identityv1.SignRequest) (*ident
 	}
 	log.Info("SVID issued", "serial", leaf.SerialNumber.Text(16),
 		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
-	resp := &identityv1.SignResponse{ExpiresAt: timestamppb.New(leaf.NotAfter)}
+	resp = &identityv1.SignResponse{ExpiresAt: timestamppb.New(leaf.NotAfter)}
 	for _, c := range chain {
 		resp.CertificateChain = append(resp.CertificateChain, c.Raw)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,8 +41,9 @@ type harness struct {
 	tokens *jointoken.Store
 	client identityv1.CertificateServiceClient
 
-	mu     sync.Mutex
-	issued []issued
+	mu      sync.Mutex
+	issued  []issued
+	results []string // "credential code" per Sign, from OnResult
 }
 
 func newHarness(t *testing.T) *harness { return newHarnessIn(t, t.TempDir()) }
@@ -61,6 +63,11 @@ func newHarnessIn(t *testing.T, dataDir string) *harness {
 		OnIssued: func(node string, chainPEM []byte) {
 			h.mu.Lock()
 			h.issued = append(h.issued, issued{node, chainPEM})
+			h.mu.Unlock()
+		},
+		OnResult: func(credential string, code codes.Code) {
+			h.mu.Lock()
+			h.results = append(h.results, credential+" "+code.String())
 			h.mu.Unlock()
 		},
 	})
@@ -163,6 +170,9 @@ func TestServiceIssuesWithJoinToken(t *testing.T) {
 	if len(h.issued) != 1 || h.issued[0].node != testNode {
 		t.Fatalf("OnIssued calls = %+v, want one for %s", h.issued, testNode)
 	}
+	if want := []string{"join_token OK"}; !slices.Equal(h.results, want) {
+		t.Errorf("OnResult calls = %q, want %q", h.results, want)
+	}
 	certs, err := parseCertificatesPEM(h.issued[0].chainPEM)
 	if err != nil || len(certs) != 1 || string(certs[0].Raw) != string(resp.CertificateChain[0]) {
 		t.Errorf("OnIssued chain: %d certificates, %v; want the issued leaf", len(certs), err)
@@ -226,6 +236,12 @@ func TestServiceRefusals(t *testing.T) {
 			st, _ := status.FromError(err)
 			if st.Code() != tc.code || !strings.Contains(st.Message(), tc.message) {
 				t.Errorf("Sign: %v; want code %s and a message containing %q", err, tc.code, tc.message)
+			}
+			h.mu.Lock()
+			last := h.results[len(h.results)-1]
+			h.mu.Unlock()
+			if want := credentialKind(tc.req) + " " + tc.code.String(); last != want {
+				t.Errorf("last OnResult = %q, want %q", last, want)
 			}
 		})
 	}

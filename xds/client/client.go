@@ -86,6 +86,20 @@ type Options struct {
 	// restarted control plane has no certificate to serve until it does. It
 	// must not block.
 	OnConnect func()
+	// Observer, when set, is told about the ADS stream and every response
+	// (meshproxy's meshproxy_xds_* metrics).
+	Observer Observer
+}
+
+// Observer watches the client's xDS traffic. The client calls it on Run's
+// goroutine; it must not block.
+type Observer interface {
+	// Connected is called with true when an ADS stream has been opened and
+	// with false when it ended.
+	Connected(up bool)
+	// Update is called once per response handled: ok when it was ACKed,
+	// false when it was NACKed.
+	Update(typeURL string, ok bool)
 }
 
 // LocalSecrets supplies SDS secrets from within the proxy. The client calls
@@ -119,14 +133,15 @@ func wildcard(typeURL string) bool {
 
 // typeState is what the client holds for one resource type across streams.
 type typeState struct {
-	decoded  map[string]any    // by resource name: *resource.Listener, *config.RouteConfig, ...
-	raw      map[string]digest // hashes of the serialized resources, to spot responses that change nothing
-	versions map[string]string // delta: per-resource versions for initial_resource_versions
-	version  string            // last accepted version_info (SotW) / system_version_info (delta)
-	nonce    string            // last nonce received on the current stream
-	names    []string          // sorted subscription (RDS, EDS); nil for wildcard types
-	sent     bool              // a request for this type went out on the current stream
-	received bool              // a response of this type was accepted (on any stream)
+	decoded  map[string]any         // by resource name: *resource.Listener, *config.RouteConfig, ...
+	raw      map[string]digest      // hashes of the serialized resources, to spot responses that change nothing
+	recv     map[string]rawResource // the resources as received, for the admin config dump (dump.go)
+	versions map[string]string      // delta: per-resource versions for initial_resource_versions
+	version  string                 // last accepted version_info (SotW) / system_version_info (delta)
+	nonce    string                 // last nonce received on the current stream
+	names    []string               // sorted subscription (RDS, EDS); nil for wildcard types
+	sent     bool                   // a request for this type went out on the current stream
+	received bool                   // a response of this type was accepted (on any stream)
 }
 
 // Client is an ADS client. See the package comment for its concurrency contract.
@@ -145,7 +160,8 @@ type Client struct {
 	localC     <-chan struct{}  // LocalSecrets.Changed(); nil without LocalSecrets
 
 	// accessed atomically
-	synced atomic.Bool // a complete config was applied (not one forced by the fetch timeout)
+	synced atomic.Bool               // a complete config was applied (not one forced by the fetch timeout)
+	dump   atomic.Pointer[dumpState] // the accepted resources; written by Run's goroutine (dump.go)
 }
 
 // Synced reports whether a complete configuration has been applied: every route
@@ -198,7 +214,7 @@ func New(opts Options) (*Client, error) {
 		types: make(map[string]*typeState),
 	}
 	for _, t := range typeOrder {
-		c.types[t] = &typeState{decoded: map[string]any{}, raw: map[string]digest{}, versions: map[string]string{}}
+		c.types[t] = &typeState{decoded: map[string]any{}, raw: map[string]digest{}, recv: map[string]rawResource{}, versions: map[string]string{}}
 	}
 	if opts.LocalSecrets != nil {
 		c.localC = opts.LocalSecrets.Changed()
@@ -290,6 +306,10 @@ func (c *Client) runStream(ctx context.Context) (progressed bool, err error) {
 	}
 	if c.opts.OnConnect != nil {
 		c.opts.OnConnect()
+	}
+	if o := c.opts.Observer; o != nil {
+		o.Connected(true)
+		defer o.Connected(false)
 	}
 	recvC := make(chan recvResult)
 	done := make(chan struct{})
@@ -393,6 +413,7 @@ func (c *Client) handle(st stream, u *update) error {
 
 	decoded := make(map[string]any, len(u.resources))
 	raw := make(map[string]digest, len(u.resources))
+	recv := make(map[string]rawResource, len(u.resources))
 	versions := make(map[string]string, len(u.resources))
 	var errs []string
 	var names []string
@@ -410,11 +431,13 @@ func (c *Client) handle(st stream, u *update) error {
 			continue // SotW may send what we no longer ask for
 		}
 		decoded[name], raw[name], versions[name] = v, sha256.Sum256(r.any.GetValue()), r.version
+		recv[name] = rawResource{any: r.any, version: cmpOr(r.version, u.version)}
 		names = append(names, name)
 	}
 	if len(errs) > 0 {
 		nack := errors.New(strings.Join(errs, "; "))
 		c.log.Warn("NACK xDS response", "type", kind(u.typeURL), "version", u.version, "resources", names, "err", nack)
+		c.observe(u.typeURL, false)
 		return st.send(u.typeURL, ts, false, nack, nil, nil)
 	}
 
@@ -422,9 +445,16 @@ func (c *Client) handle(st stream, u *update) error {
 	// the config is still incomplete. SotW responses replace the whole set for
 	// listeners and clusters; RDS and EDS responses (and all delta ones) only
 	// carry what changed (xDS protocol, "Grouping resources into responses").
-	newDecoded, newRaw, newVersions := stageMaps(ts, !u.full || !wildcard(u.typeURL))
+	newDecoded, newRaw, newVersions, newRecv := stageMaps(ts, !u.full || !wildcard(u.typeURL))
+	now := time.Now()
 	for n := range decoded {
 		newDecoded[n], newRaw[n], newVersions[n] = decoded[n], raw[n], versions[n]
+		rr := recv[n]
+		rr.updated = now
+		if old, ok := ts.raw[n]; ok && old == raw[n] {
+			rr.updated = ts.recv[n].updated // unchanged content keeps its time
+		}
+		newRecv[n] = rr
 	}
 	for _, n := range u.removed {
 		if u.typeURL == resource.TypeSecret {
@@ -437,6 +467,7 @@ func (c *Client) handle(st stream, u *update) error {
 		delete(newDecoded, n)
 		delete(newRaw, n)
 		delete(newVersions, n)
+		delete(newRecv, n)
 	}
 	changed := !sameRaw(ts.raw, newRaw)
 
@@ -464,6 +495,7 @@ func (c *Client) handle(st stream, u *update) error {
 		if err := c.opts.Apply(snap); err != nil {
 			ts.decoded = prev // roll back what this response staged
 			c.log.Warn("NACK xDS response: apply failed", "type", kind(u.typeURL), "version", u.version, "resources", names, "err", err)
+			c.observe(u.typeURL, false)
 			return st.send(u.typeURL, ts, false, fmt.Errorf("%s: apply: %w", kind(u.typeURL), err), nil, nil)
 		}
 		c.applied, c.dirty = true, false
@@ -475,17 +507,30 @@ func (c *Client) handle(st stream, u *update) error {
 		c.dirty = true
 	}
 	ts.raw, ts.versions, ts.version, ts.received = newRaw, newVersions, u.version, true
+	ts.recv = newRecv
+	c.publishDump()
+	c.observe(u.typeURL, true)
 	if err := st.send(u.typeURL, ts, false, nil, nil, nil); err != nil {
 		return err
 	}
 	return c.resubscribe(st, set)
 }
 
+// observe tells the Observer, if any, that a response was ACKed (ok) or NACKed.
+func (c *Client) observe(typeURL string, ok bool) {
+	if o := c.opts.Observer; o != nil {
+		o.Update(typeURL, ok)
+	}
+}
+
 // stageMaps copies ts's maps when keep is set (incremental update), else starts
 // empty (the response replaces the type's set).
-func stageMaps(ts *typeState, keep bool) (map[string]any, map[string]digest, map[string]string) {
-	d, r, v := map[string]any{}, map[string]digest{}, map[string]string{}
+func stageMaps(ts *typeState, keep bool) (map[string]any, map[string]digest, map[string]string, map[string]rawResource) {
+	d, r, v, rr := map[string]any{}, map[string]digest{}, map[string]string{}, map[string]rawResource{}
 	if keep {
+		for k, x := range ts.recv {
+			rr[k] = x
+		}
 		for k, x := range ts.decoded {
 			d[k] = x
 		}
@@ -496,13 +541,12 @@ func stageMaps(ts *typeState, keep bool) (map[string]any, map[string]digest, map
 			v[k] = x
 		}
 	}
-	return d, r, v
+	return d, r, v, rr
 }
 
-// digest identifies a serialized resource. Keeping the hash rather than the
-// bytes means the client holds each resource once (decoded) instead of twice: the
-// serialized copy of a large mesh's clusters and endpoints would otherwise stay
-// resident for the life of the process only to be compared against.
+// digest identifies a serialized resource, to compare responses cheaply. (The
+// serialized resources themselves are kept too, in typeState.recv, for the admin
+// config dump: an operator must see the protos as the control plane sent them.)
 type digest [sha256.Size]byte
 
 func sameRaw(a, b map[string]digest) bool {
@@ -553,8 +597,12 @@ func (c *Client) resubscribe(st stream, set *resource.Set) error {
 				unsub = append(unsub, n)
 				delete(ts.decoded, n)
 				delete(ts.raw, n)
+				delete(ts.recv, n)
 				delete(ts.versions, n)
 			}
+		}
+		if len(unsub) > 0 {
+			c.publishDump()
 		}
 		ts.names = want
 		if !ts.sent {

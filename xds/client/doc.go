@@ -10,7 +10,8 @@
 // goroutine plus one receive goroutine per stream, which it waits for before
 // returning. Apply is called only from Run's goroutine, one call at a time.
 // Run must not be called concurrently with itself; Close is called after Run
-// returns. While the control plane is unreachable nothing is applied: the data
+// returns. Synced and ConfigDump (the accepted resources in Envoy's admin
+// format, for the admin endpoint) may be called from any goroutine. While the control plane is unreachable nothing is applied: the data
 // plane keeps serving the last good snapshot, and Run reconnects with jittered
 // exponential backoff and re-syncs.
 package client

@@ -37,6 +37,8 @@ type Model struct {
 	// policies (docs/identity.md).
 	PeerAuthentications   []*v1alpha1.PeerAuthentication
 	AuthorizationPolicies []*v1alpha1.AuthorizationPolicy
+	// Telemetries set workloads' access logs (docs/observability.md).
+	Telemetries []*v1alpha1.Telemetry
 	// TrustDomain is the SPIFFE trust domain that SPIFFE IDs in policies must
 	// belong to; empty means identity.DefaultTrustDomain. The source sets it
 	// from its configuration before Validate.
@@ -183,6 +185,9 @@ func SelectsLabels(matchLabels, labels map[string]string) bool {
 type Endpoint struct {
 	IP   string
 	Port uint32
+	// Workload, Namespace and Version (its "version" label) name the meshed
+	// workload serving the address; empty for EndpointSlice addresses.
+	Workload, Namespace, Version string
 }
 
 // Endpoints returns the sorted, deduplicated endpoints of svc's port: the
@@ -203,7 +208,8 @@ func (m *Model) Endpoints(svc *corev1.Service, port *corev1.ServicePort, workloa
 		if err != nil || n == 0 {
 			continue
 		}
-		eps = append(eps, Endpoint{IP: host, Port: uint32(n)})
+		eps = append(eps, Endpoint{IP: host, Port: uint32(n),
+			Workload: w.Name, Namespace: w.Namespace, Version: w.Labels["version"]})
 	}
 	for _, es := range m.EndpointSlices {
 		if es.Namespace != svc.Namespace || es.Labels[ServiceNameLabel] != svc.Name {
@@ -222,10 +228,12 @@ func (m *Model) Endpoints(svc *corev1.Service, port *corev1.ServicePort, workloa
 			}
 		}
 	}
-	slices.SortFunc(eps, func(a, b Endpoint) int {
+	// Stable, so a workload's address is kept over an EndpointSlice entry with
+	// the same address (workloads come first).
+	slices.SortStableFunc(eps, func(a, b Endpoint) int {
 		return cmp.Or(cmp.Compare(a.IP, b.IP), cmp.Compare(a.Port, b.Port))
 	})
-	return slices.Compact(eps)
+	return slices.CompactFunc(eps, func(a, b Endpoint) bool { return a.IP == b.IP && a.Port == b.Port })
 }
 
 // slicePort finds the EndpointSlice port for a Service port: the one with the same

@@ -39,8 +39,8 @@ func TestEndpoints(t *testing.T) {
 		}},
 	}
 	ws := []mesh.Workload{
-		{NodeID: "b", Namespace: "default", Labels: map[string]string{"app": "backend", "version": "v1"}, InboundAddr: "127.0.0.2:15006"},
-		{NodeID: "a", Namespace: "default", Labels: map[string]string{"app": "backend"}, InboundAddr: "127.0.0.1:15006"},
+		{NodeID: "b", Name: "backend-v1", Namespace: "default", Labels: map[string]string{"app": "backend", "version": "v1"}, InboundAddr: "127.0.0.2:15006"},
+		{NodeID: "a", Name: "backend", Namespace: "default", Labels: map[string]string{"app": "backend"}, InboundAddr: "127.0.0.1:15006"},
 		{NodeID: "c", Namespace: "other", Labels: map[string]string{"app": "backend"}, InboundAddr: "127.0.0.3:15006"},
 		{NodeID: "d", Namespace: "default", Labels: map[string]string{"app": "frontend"}, InboundAddr: "127.0.0.4:15006"},
 		{NodeID: "e", Namespace: "default", Labels: map[string]string{"app": "backend"}}, // no inbound: a client only
@@ -50,7 +50,10 @@ func TestEndpoints(t *testing.T) {
 		svc  *corev1.Service
 		want []mesh.Endpoint
 	}{
-		{"selector", backend, []mesh.Endpoint{{IP: "127.0.0.1", Port: 15006}, {IP: "127.0.0.2", Port: 15006}}},
+		{"selector", backend, []mesh.Endpoint{
+			{IP: "127.0.0.1", Port: 15006, Workload: "backend", Namespace: "default"},
+			{IP: "127.0.0.2", Port: 15006, Workload: "backend-v1", Namespace: "default", Version: "v1"},
+		}},
 		{"endpoint slice", legacy, []mesh.Endpoint{{IP: "10.0.0.1", Port: 8000}, {IP: "10.0.0.2", Port: 8000}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

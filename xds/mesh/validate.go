@@ -69,6 +69,14 @@ func (m *Model) Normalize() {
 			p.Namespace = DefaultNamespace
 		}
 	}
+	for _, t := range m.Telemetries {
+		if t.Namespace == "" {
+			t.Namespace = DefaultNamespace
+		}
+	}
+	slices.SortStableFunc(m.Telemetries, func(a, b *v1alpha1.Telemetry) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	slices.SortStableFunc(m.PeerAuthentications, func(a, b *v1alpha1.PeerAuthentication) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
@@ -129,6 +137,19 @@ func (m *Model) Validate() error {
 		k := Key{v1alpha1.KindAuthorizationPolicy, p.Namespace, p.Name}
 		dup(k)
 		v.authorizationPolicy(k, p)
+	}
+	wide = map[string]string{} // namespace -> its namespace-wide Telemetry
+	for _, t := range m.Telemetries {
+		k := Key{v1alpha1.KindTelemetry, t.Namespace, t.Name}
+		dup(k)
+		v.telemetry(k, t)
+		if t.Spec.Selector == nil {
+			if other, ok := wide[t.Namespace]; ok {
+				v.add(k, "spec.selector", "Telemetry %s/%s already applies to the whole namespace; set a selector or remove one", t.Namespace, other)
+			} else {
+				wide[t.Namespace] = t.Name
+			}
+		}
 	}
 	return errors.Join(v.errs...)
 }

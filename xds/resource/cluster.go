@@ -9,6 +9,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
 )
@@ -200,9 +201,33 @@ func decodeEndpoints(p path, a *endpointv3.ClusterLoadAssignment, needIP bool) (
 			}
 			switch le.GetHealthStatus() {
 			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
-				out = append(out, config.Endpoint{Address: addr, Weight: w})
+				e := config.Endpoint{Address: addr, Weight: w}
+				if err := decodeEndpointMetadata(ep.at("metadata"), le.GetMetadata(), &e); err != nil {
+					return nil, err
+				}
+				out = append(out, e)
 			}
 		}
 	}
 	return out, nil
+}
+
+// decodeEndpointMetadata takes the workload an endpoint belongs to from
+// metadata.filter_metadata["tinymesh"] = {workload, namespace, version}, which
+// the control plane adds for stats labels. Other keys and namespaces are
+// ignored; the three, when present, must be strings.
+func decodeEndpointMetadata(p path, md *corev3.Metadata, e *config.Endpoint) error {
+	fields := md.GetFilterMetadata()["tinymesh"].GetFields()
+	for key, dst := range map[string]*string{"workload": &e.Workload, "namespace": &e.Namespace, "version": &e.Version} {
+		v, ok := fields[key]
+		if !ok {
+			continue
+		}
+		sv, ok := v.GetKind().(*structpb.Value_StringValue)
+		if !ok {
+			return p.at(`filter_metadata["tinymesh"].` + key).errorf("must be a string")
+		}
+		*dst = sv.StringValue
+	}
+	return nil
 }

@@ -231,6 +231,16 @@ func decodeHCM(p path, h *hcmv3.HttpConnectionManager, out *Listener) error {
 		StreamIdleTimeout:      defaultStreamIdleTimeout,
 		DrainTimeout:           defaultDrainTimeout,
 	}
+	logs, lerr := decodeAccessLogs(p, h.GetAccessLog())
+	if lerr != nil {
+		return lerr
+	}
+	c.AccessLogs = logs
+	tr, terr := decodeTracing(p.at("tracing"), h.GetTracing())
+	if terr != nil {
+		return terr
+	}
+	c.Tracing = tr
 	switch h.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1, hcmv3.HttpConnectionManager_HTTP2:
 	default:
@@ -381,7 +391,11 @@ func decodeTCPProxy(p path, t *tcpv3.TcpProxy) (*config.TCPProxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &config.TCPProxy{StatPrefix: t.GetStatPrefix(), Cluster: cs.Cluster, IdleTimeout: idle}, nil
+	logs, err := decodeAccessLogs(p, t.GetAccessLog())
+	if err != nil {
+		return nil, err
+	}
+	return &config.TCPProxy{StatPrefix: t.GetStatPrefix(), Cluster: cs.Cluster, IdleTimeout: idle, AccessLogs: logs}, nil
 }
 
 // checkConfigSource accepts only sources that point back at this ADS stream.

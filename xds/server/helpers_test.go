@@ -10,7 +10,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/goleak"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -75,9 +77,13 @@ type adsClient struct {
 	resp   chan *discoveryv3.DiscoveryResponse
 	done   chan struct{}
 
-	mu    sync.Mutex // serializes Send and guards names
+	mu    sync.Mutex // serializes Send and guards names, reject and good
 	names map[string][]string
 	sent  bool
+	// reject maps a type URL to the error detail its responses are NACKed
+	// with; good is the version last ACKed per type, which a NACK repeats.
+	reject map[string]string
+	good   map[string]string
 }
 
 func dialADS(t testing.TB, addr string, n *corev3.Node) *adsClient {
@@ -92,7 +98,8 @@ func dialADS(t testing.TB, addr string, n *corev3.Node) *adsClient {
 		t.Fatal(err)
 	}
 	c := &adsClient{t: t, conn: conn, stream: stream, cancel: cancel, node: n,
-		resp: make(chan *discoveryv3.DiscoveryResponse, 64), done: make(chan struct{}), names: map[string][]string{}}
+		resp: make(chan *discoveryv3.DiscoveryResponse, 64), done: make(chan struct{}), names: map[string][]string{},
+		reject: map[string]string{}, good: map[string]string{}}
 	go c.read()
 	t.Cleanup(c.close)
 	return c
@@ -112,9 +119,16 @@ func (c *adsClient) read() {
 			return
 		}
 		c.mu.Lock()
-		err = c.sendLocked(&discoveryv3.DiscoveryRequest{
+		req := &discoveryv3.DiscoveryRequest{
 			TypeUrl: r.TypeUrl, ResourceNames: c.names[r.TypeUrl], VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce,
-		})
+		}
+		if msg, ok := c.reject[r.TypeUrl]; ok {
+			req.VersionInfo = c.good[r.TypeUrl]
+			req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: msg}
+		} else {
+			c.good[r.TypeUrl] = r.VersionInfo
+		}
+		err = c.sendLocked(req)
 		c.mu.Unlock()
 		c.resp <- r
 		if err != nil {
@@ -129,6 +143,18 @@ func (c *adsClient) sendLocked(req *discoveryv3.DiscoveryRequest) error {
 		c.sent = true
 	}
 	return c.stream.Send(req)
+}
+
+// setReject makes the client NACK every later response of typeURL with msg;
+// an empty msg makes it ACK again.
+func (c *adsClient) setReject(typeURL, msg string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if msg == "" {
+		delete(c.reject, typeURL)
+	} else {
+		c.reject[typeURL] = msg
+	}
 }
 
 // subscribe asks for resources of typeURL (all when names is empty).

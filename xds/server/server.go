@@ -29,6 +29,11 @@
 // node without one (no identity yet, or one from the SPIFFE Workload API, which
 // does not subscribe to Secrets) is ready on the other types alone.
 //
+// The server also keeps each connected node's xDS status (status.go: versions
+// sent and ACKed per type, the last NACK; Status, served by the controlplane at
+// /debug/status) and Prometheus metrics (metrics.go, registered on
+// Options.Registerer): pushes, NACKs, connected proxies and push latency.
+//
 // Concurrency: SetModel and the gRPC callbacks may run on any goroutine; they only
 // touch state under mu and kick the update loop, which alone writes snapshots.
 // Close stops the gRPC server, the loop and the grace timers, and waits for them.
@@ -45,6 +50,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
@@ -55,6 +61,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -86,23 +93,31 @@ type Options struct {
 	// RootNamespace holds mesh-wide PeerAuthentications; empty means
 	// mesh.DefaultRootNamespace.
 	RootNamespace string
+	// Registerer, if set, gets the server's Prometheus collectors
+	// (metrics.go); New panics if they are already registered there.
+	Registerer prometheus.Registerer
 }
 
 // Server serves xDS. Create it with New, feed it models with SetModel, start it
 // with Serve and stop it with Close.
 type Server struct {
 	// set in New, read-only after
-	opts   Options
-	log    *slog.Logger
-	cache  cachev3.SnapshotCache
-	grpc   *grpc.Server
-	ctx    context.Context
-	cancel context.CancelFunc
-	kick   chan struct{} // capacity 1: a pending update
-	done   chan struct{} // closed when the update loop exits
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	cache   cachev3.SnapshotCache
+	grpc    *grpc.Server
+	ctx     context.Context
+	cancel  context.CancelFunc
+	kick    chan struct{} // capacity 1: a pending update
+	done    chan struct{} // closed when the update loop exits
 	// warmUntil ends the warm-up after start; warmTimer kicks the loop then.
 	warmUntil time.Time
 	warmTimer *time.Timer
+
+	// accessed atomically: when the first change since the last recompute
+	// happened (unix nanoseconds, 0 for none), the start of push latency.
+	changedAt atomic.Int64
 
 	mu      sync.Mutex // guards the fields below
 	model   *mesh.Model
@@ -134,6 +149,13 @@ type nodeState struct {
 	// the update loop before SetSnapshot); acked the types it has ACKed.
 	need  []string
 	acked map[string]bool
+	// Status (status.go): the variant of its latest stream, what was sent and
+	// ACKed per type, its last NACK, and the changes whose snapshot it has not
+	// ACKed yet (for push latency).
+	delta    bool
+	types    map[string]*typeState
+	lastNACK *NACK
+	pending  []pendingChange
 }
 
 // streamKey tells SotW and delta streams apart: their IDs come from separate
@@ -158,6 +180,7 @@ func New(opts Options) *Server {
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger,
+		metrics:  newMetrics(),
 		ctx:      ctx,
 		cancel:   cancel,
 		kick:     make(chan struct{}, 1),
@@ -189,18 +212,37 @@ func New(opts Options) *Server {
 			return nil
 		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
-			return s.request(streamKey{false, id}, req.GetNode(), req.GetVersionInfo() != "",
-				req.GetTypeUrl(), req.GetResponseNonce() != "" && req.GetErrorDetail() == nil)
+			rejected, err := s.request(streamKey{false, id}, req.GetNode(), req.GetVersionInfo() != "", reply{
+				typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), detail: req.GetErrorDetail(), version: req.GetVersionInfo()})
+			if rejected != "" {
+				// A SotW NACK carries the last version the proxy accepted, and the
+				// cache answers any version but the snapshot's at once: the same
+				// rejected response again, NACKed again, thousands of times a
+				// second. Let the cache take the rejected version as the one the
+				// proxy has, so it waits for the next snapshot. Delta streams
+				// track resource versions and do not resend.
+				req.VersionInfo = rejected
+			}
+			return err
 		},
 		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{false, id}) },
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			return s.request(streamKey{true, id}, req.GetNode(), len(req.GetInitialResourceVersions()) > 0,
-				req.GetTypeUrl(), req.GetResponseNonce() != "" && req.GetErrorDetail() == nil)
+			_, err := s.request(streamKey{true, id}, req.GetNode(), len(req.GetInitialResourceVersions()) > 0, reply{
+				typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), detail: req.GetErrorDetail()})
+			return err
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{true, id}) },
-		StreamResponseFunc: func(_ context.Context, id int64, req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+		// Both response callbacks run just before the response is sent, so the
+		// version is recorded before its ACK can arrive.
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 			s.log.Debug("xDS response", "stream", id, "type", resp.GetTypeUrl(), "version", resp.GetVersionInfo(),
 				"resources", len(resp.GetResources()))
+			s.responded(streamKey{false, id}, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce())
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+			s.log.Debug("xDS delta response", "stream", id, "type", resp.GetTypeUrl(), "version", resp.GetSystemVersionInfo(),
+				"resources", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
+			s.responded(streamKey{true, id}, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
 		},
 	}
 	xds := serverv3.NewServer(ctx, s.cache, cb)
@@ -217,6 +259,9 @@ func New(opts Options) *Server {
 	clusterservice.RegisterClusterDiscoveryServiceServer(s.grpc, xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(s.grpc, xds)
 	secretservice.RegisterSecretDiscoveryServiceServer(s.grpc, xds)
+	if opts.Registerer != nil {
+		s.metrics.register(opts.Registerer, s)
+	}
 	go s.loop()
 	return s
 }
@@ -314,6 +359,7 @@ func (s *Server) workloadsLocked() []mesh.Workload {
 }
 
 func (s *Server) trigger() {
+	s.changedAt.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case s.kick <- struct{}{}:
 	default: // an update is already pending; it will see the latest state
@@ -321,24 +367,29 @@ func (s *Server) trigger() {
 }
 
 // request handles every request: the first on a stream registers its node
-// (later ones need not repeat it); ACKs move a new proxy towards ready.
-// hasConfig says the proxy already holds a configuration (a reconnect).
-func (s *Server) request(key streamKey, node *corev3.Node, hasConfig bool, typeURL string, ack bool) error {
+// (later ones need not repeat it); ACKs move a new proxy towards ready, and
+// ACKs and NACKs update its status. hasConfig says the proxy already holds a
+// configuration (a reconnect). It returns the version a NACK rejected, if the
+// NACK answers the latest response of its type.
+func (s *Server) request(key streamKey, node *corev3.Node, hasConfig bool, r reply) (rejected string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id, ok := s.streams[key]
 	if !ok {
-		var err error
 		if id, err = s.registerLocked(key, node, hasConfig); err != nil {
-			return err
+			return "", err
 		}
 	}
 	n := s.nodes[id]
-	if ack && n != nil && !n.ready {
-		n.acked[typeURL] = true
+	if n == nil {
+		return "", nil
+	}
+	rejected = s.replyLocked(n, key, r)
+	if r.nonce != "" && r.detail == nil && !n.ready {
+		n.acked[r.typeURL] = true
 		s.checkReadyLocked(n)
 	}
-	return nil
+	return rejected, nil
 }
 
 func (s *Server) registerLocked(key streamKey, node *corev3.Node, hasConfig bool) (string, error) {
@@ -361,6 +412,12 @@ func (s *Server) registerLocked(key streamKey, node *corev3.Node, hasConfig bool
 		n.grace.Stop()
 		n.grace = nil
 	}
+	if n.streams == 0 {
+		// A new stream starts a new exchange: nothing is sent on it yet.
+		n.types = map[string]*typeState{}
+		n.pending = nil
+	}
+	n.delta = key.delta
 	if hasConfig {
 		// It serves the configuration it has: publish it now, and during the
 		// warm-up leave that configuration alone until its peers are back.
@@ -494,6 +551,10 @@ func (s *Server) recompute() {
 	}
 	s.mu.Unlock()
 
+	changed := time.Now()
+	if at := s.changedAt.Swap(0); at != 0 {
+		changed = time.Unix(0, at)
+	}
 	live := make(map[string]bool, len(targets))
 	for i := range targets {
 		node := &targets[i].w
@@ -522,6 +583,7 @@ func (s *Server) recompute() {
 			continue
 		}
 		s.setNeed(node.NodeID, res)
+		s.setPending(node.NodeID, changed, snap) // before its ACK can arrive
 		if err := s.cache.SetSnapshot(s.ctx, node.NodeID, snap); err != nil {
 			s.log.Error("cannot set snapshot", "node", node.NodeID, "err", err)
 			continue

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tinymesh/tinymesh/xds/mesh"
@@ -79,10 +81,30 @@ func loadAssignment(cluster string, eps []mesh.Endpoint) *endpointv3.ClusterLoad
 				Address: socketAddress(e.IP, e.Port),
 			}},
 			LoadBalancingWeight: wrapperspb.UInt32(1),
+			Metadata:            endpointMetadata(e),
 		})
 	}
 	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}
 	return cla
+}
+
+// endpointMetadata is filter_metadata["tinymesh"] = {workload, namespace,
+// version} for an endpoint of a meshed workload (version only when the workload
+// has a version label), which the caller's sidecar uses for the
+// destination_workload/_namespace/_version labels of its metrics
+// (docs/observability.md); nil for other endpoints.
+func endpointMetadata(e mesh.Endpoint) *corev3.Metadata {
+	if e.Workload == "" {
+		return nil
+	}
+	fields := map[string]*structpb.Value{
+		"workload":  structpb.NewStringValue(e.Workload),
+		"namespace": structpb.NewStringValue(e.Namespace),
+	}
+	if e.Version != "" {
+		fields["version"] = structpb.NewStringValue(e.Version)
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"tinymesh": {Fields: fields}}}
 }
 
 func socketAddress(ip string, port uint32) *corev3.Address {
@@ -139,7 +161,7 @@ func httpListener(name string, ap netip.AddrPort, dir corev3.TrafficDirection, h
 	}
 }
 
-func tcpListener(name string, ap netip.AddrPort, dir corev3.TrafficDirection, cluster string) *listenerv3.Listener {
+func tcpListener(name string, ap netip.AddrPort, dir corev3.TrafficDirection, cluster string, logs []*accesslogv3.AccessLog) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:             name,
 		Address:          socketAddress(ap.Addr().String(), uint32(ap.Port())),
@@ -149,6 +171,7 @@ func tcpListener(name string, ap netip.AddrPort, dir corev3.TrafficDirection, cl
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&tcpv3.TcpProxy{
 				StatPrefix:       name,
 				ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster},
+				AccessLog:        logs,
 			})},
 		}}}},
 	}

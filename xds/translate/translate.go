@@ -5,7 +5,8 @@
 // Following docs/identity.md, sidecars also get mTLS on the sidecar hop (the
 // inbound listener per PeerAuthentication, an UpstreamTlsContext on clusters to
 // meshed workloads), RBAC from AuthorizationPolicies on their inbound listener, and
-// the SDS secrets default and ROOTCA when the server has them.
+// the SDS secrets default and ROOTCA when the server has them, and the
+// access_log of their listeners from the Telemetry that applies to them.
 //
 // Translate is pure and deterministic: it reads its inputs without modifying them,
 // holds no state, and the same inputs give the same resources in the same order,
@@ -19,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -250,6 +252,7 @@ func (t *translator) clusters() {
 // sidecar adds the socket listeners of a sidecar and their route configuration.
 func (t *translator) sidecar() {
 	used := map[string]bool{} // listener addresses already taken
+	logs := t.accessLogs()
 	if t.node.OutboundHTTPAddr != "" {
 		rc := &routev3.RouteConfiguration{Name: OutboundHTTPName}
 		t.servicePorts(func(svc *corev1.Service, port *corev1.ServicePort, proto mesh.Protocol, firstHTTP bool) {
@@ -264,8 +267,10 @@ func (t *translator) sidecar() {
 		})
 		ap := netip.MustParseAddrPort(t.node.OutboundHTTPAddr) // checked by WorkloadFromNode
 		t.out.Routes = append(t.out.Routes, rc)
-		t.out.Listeners = append(t.out.Listeners, httpListener(OutboundHTTPName, ap, corev3.TrafficDirection_OUTBOUND,
-			hcmRDS(OutboundHTTPName, OutboundHTTPName, false)))
+		h := hcmRDS(OutboundHTTPName, OutboundHTTPName, false)
+		h.AccessLog = logs
+		h.Tracing = t.tracing()
+		t.out.Listeners = append(t.out.Listeners, httpListener(OutboundHTTPName, ap, corev3.TrafficDirection_OUTBOUND, h))
 		used[ap.String()] = true
 	}
 	if ip := t.node.TCPBindIP(); ip != "" {
@@ -278,11 +283,11 @@ func (t *translator) sidecar() {
 				used[ap.String()] = true
 				name := OutboundTCPListenerName(svc.Name, svc.Namespace, port.Port)
 				t.out.Listeners = append(t.out.Listeners, tcpListener(name, ap, corev3.TrafficDirection_OUTBOUND,
-					OutboundClusterName(svc.Name, svc.Namespace, port.Port)))
+					OutboundClusterName(svc.Name, svc.Namespace, port.Port), logs))
 			})
 		}
 	}
-	t.inbound(used)
+	t.inbound(used, logs)
 }
 
 // inbound adds the inbound listener and the static clusters to the local app.
@@ -299,7 +304,7 @@ func (t *translator) sidecar() {
 // Service), and a final catch-all "*" routes to the primary cluster, so
 // authorities nothing else claims (a bare IP, a port-less parent Service name)
 // behave as before multi-port support.
-func (t *translator) inbound(used map[string]bool) {
+func (t *translator) inbound(used map[string]bool, logs []*accesslogv3.AccessLog) {
 	if t.node.InboundAddr == "" || t.node.AppAddr == "" {
 		return
 	}
@@ -331,7 +336,7 @@ func (t *translator) inbound(used map[string]bool) {
 		auth = &authorizer{t: t, policies: ps}
 	}
 	if proto == mesh.TCP {
-		l := tcpListener(InboundName, in, corev3.TrafficDirection_INBOUND, primaryName)
+		l := tcpListener(InboundName, in, corev3.TrafficDirection_INBOUND, primaryName, logs)
 		if auth != nil {
 			fc := l.FilterChains[0]
 			rbac := networkRBACFilter(InboundName, auth.rules(appPorts(clusters, primaryName), false))
@@ -388,6 +393,8 @@ func (t *translator) inbound(used map[string]bool) {
 		Routes:  []*routev3.Route{defaultRoute(primaryName)},
 	})
 	h := hcmInline(InboundName, rc)
+	h.AccessLog = logs
+	h.Tracing = t.tracing()
 	if auth != nil {
 		// Each virtual host gets the rules for the app port its cluster serves;
 		// the filter's own rules (deny all) are never reached.

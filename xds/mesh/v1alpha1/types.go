@@ -1,10 +1,11 @@
 // Package v1alpha1 holds the Go types of the mesh's own API group,
 // mesh.tinymesh.io/v1alpha1: PeerAuthentication (the mTLS mode of workloads) and
-// AuthorizationPolicy (who may call a Service), as docs/identity.md describes them.
+// AuthorizationPolicy (who may call a Service), as docs/identity.md describes them,
+// and Telemetry (workloads' access logs, docs/observability.md).
 //
 // They are plain Kubernetes-style types (TypeMeta, ObjectMeta, Spec) with JSON tags
 // for sigs.k8s.io/yaml; sources decode them strictly, xds/mesh validates them and
-// xds/translate turns them into TLS contexts and RBAC filters. The package holds
+// xds/translate turns them into TLS contexts, RBAC filters and access_log. The package holds
 // no logic beyond constants and is safe for concurrent use.
 package v1alpha1
 
@@ -19,6 +20,7 @@ const GroupVersion = "mesh.tinymesh.io/v1alpha1"
 const (
 	KindPeerAuthentication  = "PeerAuthentication"
 	KindAuthorizationPolicy = "AuthorizationPolicy"
+	KindTelemetry           = "Telemetry"
 )
 
 // PeerAuthentication sets how a workload's inbound listener treats mTLS. In the
@@ -118,3 +120,61 @@ type RuleTo struct {
 	// Ports are ports of the target Service.
 	Ports []int32 `json:"ports,omitempty"`
 }
+
+// Telemetry sets the access logs and the tracing of workloads' sidecars. It is
+// scoped like a PeerAuthentication: in the root namespace without a selector it
+// applies mesh-wide; in another namespace without a selector, to that namespace;
+// with a selector, to the matching workloads of its namespace. For each of
+// accessLogging and tracing, the most specific Telemetry that sets it applies,
+// that section whole (a section's fields are not merged).
+type Telemetry struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec TelemetrySpec `json:"spec"`
+}
+
+// TelemetrySpec is the body of a Telemetry.
+type TelemetrySpec struct {
+	// Selector picks workloads of the Telemetry's namespace by label; nil means
+	// the whole namespace (or the whole mesh in the root namespace).
+	Selector *WorkloadSelector `json:"selector,omitempty"`
+	// AccessLogging configures the access log. At least one of AccessLogging
+	// and Tracing is required.
+	AccessLogging *AccessLogging `json:"accessLogging,omitempty"`
+	// Tracing configures request spans (tracing.go).
+	Tracing *Tracing `json:"tracing,omitempty"`
+}
+
+// AccessLogging is one access log of every listener of a sidecar (inbound,
+// outbound HTTP and outbound TCP): one line per HTTP request or TCP connection.
+type AccessLogging struct {
+	// Disabled turns access logs off where this Telemetry applies (to override
+	// a less specific one); the other fields must then be empty.
+	Disabled bool `json:"disabled,omitempty"`
+	// Format is json (the default) or text.
+	Format AccessLogFormat `json:"format,omitempty"`
+	// Path is /dev/stdout (the default), /dev/stderr or an absolute file path
+	// on the sidecar's host.
+	Path string `json:"path,omitempty"`
+	// SamplingPercent is the share of requests and connections logged,
+	// 0..100 with up to four decimals; nil means 100.
+	SamplingPercent *float64 `json:"samplingPercent,omitempty"`
+}
+
+// AccessLogFormat is the format of access log lines.
+type AccessLogFormat string
+
+// The access log formats.
+const (
+	// AccessLogJSON writes one JSON object per line.
+	AccessLogJSON AccessLogFormat = "json"
+	// AccessLogText writes Envoy-style text lines.
+	AccessLogText AccessLogFormat = "text"
+)
+
+// Access log paths with a logger of their own.
+const (
+	AccessLogStdout = "/dev/stdout"
+	AccessLogStderr = "/dev/stderr"
+)

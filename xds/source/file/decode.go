@@ -3,6 +3,7 @@ package file
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -18,17 +19,19 @@ import (
 
 // Decode parses one multi-document YAML file into m, decoding each document by
 // apiVersion and kind, strictly (unknown fields are errors). name is the file name
-// used in errors and recorded in m.Files.
+// used in errors and recorded in m.Files. It decodes every document it can and
+// returns the errors of the others, joined, each naming file and document.
 func Decode(name string, data []byte, m *mesh.Model) error {
+	var errs []error
 	for i, doc := range splitDocuments(data) {
 		if isBlank(doc) {
 			continue
 		}
 		if err := decodeDocument(name, doc, m); err != nil {
-			return fmt.Errorf("%s: document %d: %w", name, i+1, err)
+			errs = append(errs, fmt.Errorf("%s: document %d: %w", name, i+1, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func decodeDocument(file string, doc []byte, m *mesh.Model) error {
@@ -76,9 +79,16 @@ func decodeDocument(file string, doc []byte, m *mesh.Model) error {
 		}
 		m.AuthorizationPolicies = append(m.AuthorizationPolicies, &p)
 		key, meta = mesh.Key{Kind: v1alpha1.KindAuthorizationPolicy}, &p.ObjectMeta
+	case v1alpha1.GroupVersion + "/" + v1alpha1.KindTelemetry:
+		var t v1alpha1.Telemetry
+		if err := yaml.UnmarshalStrict(doc, &t); err != nil {
+			return fmt.Errorf("Telemetry: %w", err)
+		}
+		m.Telemetries = append(m.Telemetries, &t)
+		key, meta = mesh.Key{Kind: v1alpha1.KindTelemetry}, &t.ObjectMeta
 	default:
 		return fmt.Errorf("unsupported apiVersion %q kind %q (want v1 Service, discovery.k8s.io/v1 EndpointSlice, "+
-			"gateway.networking.k8s.io/v1 HTTPRoute, or %s PeerAuthentication or AuthorizationPolicy)", tm.APIVersion, tm.Kind, v1alpha1.GroupVersion)
+			"gateway.networking.k8s.io/v1 HTTPRoute, or %s PeerAuthentication, AuthorizationPolicy or Telemetry)", tm.APIVersion, tm.Kind, v1alpha1.GroupVersion)
 	}
 	// Defaults go in here, before validation, so that errors and the file index
 	// name the namespace the resource will live in.

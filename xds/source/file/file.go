@@ -1,7 +1,8 @@
 // Package file is a mesh model source reading a directory of multi-document,
 // Kubernetes-style YAML files (*.yaml, *.yml): v1 Services, discovery.k8s.io/v1
 // EndpointSlices, gateway.networking.k8s.io/v1 HTTPRoutes, and
-// mesh.tinymesh.io/v1alpha1 PeerAuthentications and AuthorizationPolicies.
+// mesh.tinymesh.io/v1alpha1 PeerAuthentications, AuthorizationPolicies and
+// Telemetries.
 //
 // Source.Run watches the directory with fsnotify, plus a cheap periodic rescan in
 // case events are lost (editors that rename, network file systems), debounces
@@ -44,6 +45,11 @@ type Source struct {
 	// AuthorizationPolicies must belong to; empty means
 	// identity.DefaultTrustDomain. Set it to controlplane's --trust-domain.
 	TrustDomain string
+	// OnLoad, if set, is called on Run's goroutine after every attempt to load
+	// a changed directory: with nil when the model was loaded (just before it
+	// is applied), else with the error. The control plane counts reloads with
+	// it.
+	OnLoad func(err error)
 }
 
 // New returns a source for dir; logger may be nil.
@@ -59,6 +65,36 @@ func New(dir string, logger *slog.Logger) *Source {
 func Load(dir string) (*mesh.Model, error) {
 	m, _, err := load(dir, "")
 	return m, err
+}
+
+// Validate reads, decodes, normalizes and validates every YAML file in dir
+// once, in trustDomain (empty: the default), exactly as Run does, and returns
+// the model or every problem found, one error each: all documents that fail to
+// decode, in every file; or, when all decode, every validation failure (a
+// *mesh.FieldError naming file, resource and field). It is the offline check
+// behind `controlplane validate`.
+func Validate(dir, trustDomain string) (*mesh.Model, []error) {
+	m, _, err := load(dir, trustDomain)
+	if err != nil {
+		return nil, Problems(err)
+	}
+	return m, nil
+}
+
+// Problems flattens an error from Load or Validate (errors.Join nested any
+// deep) into its individual problems.
+func Problems(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, Problems(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 // load also returns a fingerprint of the files it read, so that Run can tell
@@ -130,13 +166,17 @@ func (s *Source) Run(ctx context.Context, apply func(*mesh.Model)) error {
 			return // nothing changed since the last attempt, good or bad
 		}
 		first, last = false, sum
+		if s.OnLoad != nil {
+			s.OnLoad(err)
+		}
 		if err != nil {
 			s.logErrors(err)
 			return
 		}
 		s.log.Info("mesh model loaded", "dir", s.dir, "services", len(m.Services),
 			"endpointSlices", len(m.EndpointSlices), "httpRoutes", len(m.HTTPRoutes),
-			"peerAuthentications", len(m.PeerAuthentications), "authorizationPolicies", len(m.AuthorizationPolicies))
+			"peerAuthentications", len(m.PeerAuthentications), "authorizationPolicies", len(m.AuthorizationPolicies),
+			"telemetries", len(m.Telemetries))
 		apply(m)
 	}
 	reload()
@@ -173,13 +213,7 @@ func (s *Source) Run(ctx context.Context, apply func(*mesh.Model)) error {
 // logErrors logs each problem on its own line, with the file, resource and field
 // as attributes when known.
 func (s *Source) logErrors(err error) {
-	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	} else {
-		errs = []error{err}
-	}
-	for _, e := range errs {
+	for _, e := range Problems(err) {
 		var fe *mesh.FieldError
 		if errors.As(e, &fe) {
 			s.log.Error("invalid mesh model; keeping the last good one", "file", fe.File,
