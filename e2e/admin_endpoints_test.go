@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -146,6 +147,11 @@ func TestAdminDrainFinishesInFlight(t *testing.T) {
 	code, body = adminGet(t, slow.admin, "/clusters?format=text")
 	if want := "::" + app.addr + "::rq_active::5\n"; code != 200 || !strings.Contains(body, want) {
 		t.Errorf("slow /clusters?format=text = %d, want a line ending %q:\n%s", code, want, body)
+	}
+	// The same counters as Prometheus gauges, per cluster.
+	code, body = adminGet(t, slow.admin, "/stats/prometheus")
+	if want := regexp.MustCompile(`(?m)^envoy_cluster_upstream_rq_active\{cluster_name="inbound\|[0-9]+\|\|"\} 5$`); code != 200 || !want.MatchString(body) {
+		t.Errorf("slow /stats/prometheus = %d, want a line matching %s", code, want)
 	}
 
 	from := slow.proc.lineCount()

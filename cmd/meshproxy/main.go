@@ -125,6 +125,9 @@ func run(o options) error {
 	defer closeTracer() // after proxy.Close below: flushes the last spans
 	proxy := dataplane.New(dataplane.Options{Logger: logger, Stats: rec, Tracer: tracer,
 		TracingDefaults: tracingDefaults(o, node.GetId())})
+	if rec != nil {
+		rec.ReadClusters(clusterGauges(proxy))
+	}
 	xc, err := client.New(client.Options{
 		ServerAddr: o.xdsAddr,
 		Node:       node,

@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 
+	"github.com/tinymesh/tinymesh/dataplane"
 	"github.com/tinymesh/tinymesh/dataplane/stats"
 	"github.com/tinymesh/tinymesh/xds/client"
 )
@@ -46,4 +47,22 @@ func xdsObserver(rec *stats.Recorder) client.Observer {
 		return nil
 	}
 	return rec.XDS
+}
+
+// clusterGauges sums the proxy's per-endpoint upstream counters per cluster,
+// for the envoy_cluster_upstream_{rq,cx}_active gauges.
+func clusterGauges(proxy *dataplane.Proxy) func() []stats.ClusterGauges {
+	return func() []stats.ClusterGauges {
+		cs := proxy.Clusters()
+		out := make([]stats.ClusterGauges, 0, len(cs))
+		for _, c := range cs {
+			g := stats.ClusterGauges{Name: c.Name}
+			for _, e := range c.Endpoints {
+				g.ActiveRequests += e.ActiveRequests
+				g.ActiveConnections += e.ActiveConnections
+			}
+			out = append(out, g)
+		}
+		return out
+	}
 }
