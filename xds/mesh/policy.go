@@ -35,29 +35,43 @@ func (w *Workload) SPIFFEID(trustDomain string) string {
 // without a selector in rootNamespace, then STRICT. Among several matching
 // selectors the first in name order wins (the model is sorted by Normalize).
 func (m *Model) MTLSMode(namespace string, labels map[string]string, rootNamespace string) v1alpha1.MTLSMode {
-	var nsWide, root v1alpha1.MTLSMode
-	for _, p := range m.PeerAuthentications {
-		if p.Spec.MTLS == nil {
-			continue // rejected by validation
-		}
+	p, ok := scoped(m.PeerAuthentications, func(p *v1alpha1.PeerAuthentication) (string, *v1alpha1.WorkloadSelector, bool) {
+		return p.Namespace, p.Spec.Selector, p.Spec.MTLS != nil // nil: rejected by validation
+	}, namespace, labels, rootNamespace)
+	if !ok {
+		return DefaultMTLSMode
+	}
+	return p.Spec.MTLS.Mode
+}
+
+// scoped picks the item of a workload-scoped kind (PeerAuthentication,
+// Telemetry) that applies to a workload in namespace with labels: the first
+// one in its namespace whose selector matches, else the first one of its
+// namespace without a selector, else the first selector-less one in
+// rootNamespace (mesh-wide). scope tells an item's namespace and selector,
+// and whether it takes part at all.
+func scoped[T any](items []T, scope func(T) (string, *v1alpha1.WorkloadSelector, bool),
+	namespace string, labels map[string]string, rootNamespace string) (T, bool) {
+	var nsWide, root T
+	var haveNS, haveRoot bool
+	for _, it := range items {
+		ns, sel, ok := scope(it)
 		switch {
-		case p.Namespace == namespace && p.Spec.Selector != nil:
-			if SelectsLabels(p.Spec.Selector.MatchLabels, labels) {
-				return p.Spec.MTLS.Mode
+		case !ok:
+		case ns == namespace && sel != nil:
+			if SelectsLabels(sel.MatchLabels, labels) {
+				return it, true
 			}
-		case p.Namespace == namespace && nsWide == "":
-			nsWide = p.Spec.MTLS.Mode
-		case p.Namespace == rootNamespace && p.Spec.Selector == nil && root == "":
-			root = p.Spec.MTLS.Mode
+		case ns == namespace && !haveNS:
+			nsWide, haveNS = it, true
+		case ns == rootNamespace && sel == nil && !haveRoot:
+			root, haveRoot = it, true
 		}
 	}
-	switch {
-	case nsWide != "":
-		return nsWide
-	case root != "":
-		return root
+	if haveNS {
+		return nsWide, true
 	}
-	return DefaultMTLSMode
+	return root, haveRoot
 }
 
 // AuthorizationTargets returns the AuthorizationPolicies whose target Service

@@ -14,36 +14,13 @@ import (
 // namespace (the first in name order), then the namespace-wide one, then the
 // mesh-wide one (no selector, in rootNamespace).
 func (m *Model) AccessLogging(namespace string, labels map[string]string, rootNamespace string) *v1alpha1.AccessLogging {
-	var nsWide, root *v1alpha1.AccessLogging
-	found := func(a *v1alpha1.AccessLogging) *v1alpha1.AccessLogging {
-		if a.Disabled {
-			return nil
-		}
-		return a
+	t, ok := scoped(m.Telemetries, func(t *v1alpha1.Telemetry) (string, *v1alpha1.WorkloadSelector, bool) {
+		return t.Namespace, t.Spec.Selector, t.Spec.AccessLogging != nil // else: a Telemetry for tracing only
+	}, namespace, labels, rootNamespace)
+	if !ok || t.Spec.AccessLogging.Disabled {
+		return nil
 	}
-	for _, t := range m.Telemetries {
-		a := t.Spec.AccessLogging
-		if a == nil {
-			continue // a Telemetry for tracing only
-		}
-		switch {
-		case t.Namespace == namespace && t.Spec.Selector != nil:
-			if SelectsLabels(t.Spec.Selector.MatchLabels, labels) {
-				return found(a)
-			}
-		case t.Namespace == namespace && nsWide == nil:
-			nsWide = a
-		case t.Namespace == rootNamespace && t.Spec.Selector == nil && root == nil:
-			root = a
-		}
-	}
-	switch {
-	case nsWide != nil:
-		return found(nsWide)
-	case root != nil:
-		return found(root)
-	}
-	return nil
+	return t.Spec.AccessLogging
 }
 
 func (v *validator) telemetry(k Key, t *v1alpha1.Telemetry) {

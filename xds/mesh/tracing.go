@@ -12,36 +12,13 @@ import (
 // one that applies is disabled). The Telemetry is chosen as for AccessLogging,
 // among those that have a tracing section.
 func (m *Model) Tracing(namespace string, labels map[string]string, rootNamespace string) *v1alpha1.Tracing {
-	var nsWide, root *v1alpha1.Tracing
-	found := func(tr *v1alpha1.Tracing) *v1alpha1.Tracing {
-		if tr.Disabled {
-			return nil
-		}
-		return tr
+	t, ok := scoped(m.Telemetries, func(t *v1alpha1.Telemetry) (string, *v1alpha1.WorkloadSelector, bool) {
+		return t.Namespace, t.Spec.Selector, t.Spec.Tracing != nil
+	}, namespace, labels, rootNamespace)
+	if !ok || t.Spec.Tracing.Disabled {
+		return nil
 	}
-	for _, t := range m.Telemetries {
-		tr := t.Spec.Tracing
-		if tr == nil {
-			continue
-		}
-		switch {
-		case t.Namespace == namespace && t.Spec.Selector != nil:
-			if SelectsLabels(t.Spec.Selector.MatchLabels, labels) {
-				return found(tr)
-			}
-		case t.Namespace == namespace && nsWide == nil:
-			nsWide = tr
-		case t.Namespace == rootNamespace && t.Spec.Selector == nil && root == nil:
-			root = tr
-		}
-	}
-	switch {
-	case nsWide != nil:
-		return found(nsWide)
-	case root != nil:
-		return found(root)
-	}
-	return nil
+	return t.Spec.Tracing
 }
 
 // tracing validates a Telemetry's tracing section; nil is valid.
