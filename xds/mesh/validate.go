@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -44,53 +45,24 @@ func (e *FieldError) Error() string {
 // namespace and name, so that translation is deterministic. Call it before
 // Validate, while the model is still private to its builder.
 func (m *Model) Normalize() {
-	for _, s := range m.Services {
-		if s.Namespace == "" {
-			s.Namespace = DefaultNamespace
+	normalize(m.Services)
+	normalize(m.EndpointSlices)
+	normalize(m.HTTPRoutes)
+	normalize(m.PeerAuthentications)
+	normalize(m.AuthorizationPolicies)
+	normalize(m.Telemetries)
+}
+
+// normalize gives every resource without a namespace the default one and sorts
+// them by namespace, then name.
+func normalize[T metav1.Object](items []T) {
+	for _, it := range items {
+		if it.GetNamespace() == "" {
+			it.SetNamespace(DefaultNamespace)
 		}
 	}
-	for _, s := range m.EndpointSlices {
-		if s.Namespace == "" {
-			s.Namespace = DefaultNamespace
-		}
-	}
-	for _, r := range m.HTTPRoutes {
-		if r.Namespace == "" {
-			r.Namespace = DefaultNamespace
-		}
-	}
-	for _, p := range m.PeerAuthentications {
-		if p.Namespace == "" {
-			p.Namespace = DefaultNamespace
-		}
-	}
-	for _, p := range m.AuthorizationPolicies {
-		if p.Namespace == "" {
-			p.Namespace = DefaultNamespace
-		}
-	}
-	for _, t := range m.Telemetries {
-		if t.Namespace == "" {
-			t.Namespace = DefaultNamespace
-		}
-	}
-	slices.SortStableFunc(m.Telemetries, func(a, b *v1alpha1.Telemetry) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	slices.SortStableFunc(m.PeerAuthentications, func(a, b *v1alpha1.PeerAuthentication) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	slices.SortStableFunc(m.AuthorizationPolicies, func(a, b *v1alpha1.AuthorizationPolicy) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	slices.SortStableFunc(m.Services, func(a, b *corev1.Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	slices.SortStableFunc(m.EndpointSlices, func(a, b *discoveryv1.EndpointSlice) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	slices.SortStableFunc(m.HTTPRoutes, func(a, b *gwv1.HTTPRoute) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	slices.SortStableFunc(items, func(a, b T) int {
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
 	})
 }
 
