@@ -116,16 +116,29 @@ func newIP(t *testing.T) string {
 	return ip
 }
 
-// freePort returns a port that was free on ip a moment ago. Another process could
-// take it before ours binds; with per-test IPs that is unlikely enough.
+// handedOut holds every address freePort returned, so that it never returns one
+// twice: the kernel may hand the same free port to two bind(:0) calls in a row,
+// and two listeners of one process (inbound and admin) would then collide.
+var handedOut sync.Map // "ip:port" -> struct{}
+
+// freePort returns a port that was free on ip a moment ago and that it has not
+// returned before. Another process could take it before ours binds; with
+// per-test IPs that is unlikely enough.
 func freePort(t *testing.T, ip string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatalf("free port on %s: %v", ip, err)
+	for range 100 {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatalf("free port on %s: %v", ip, err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if _, dup := handedOut.LoadOrStore(net.JoinHostPort(ip, strconv.Itoa(port)), struct{}{}); !dup {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no fresh free port on %s after 100 tries", ip)
+	return 0
 }
 
 func freeAddr(t *testing.T, ip string) string {
