@@ -340,8 +340,10 @@ func TestCertificateRotationKeepsConnections(t *testing.T) {
 		t.Errorf("A opened %d connections to B across the rotations, want 1 (the pooled HTTP/2 connection reused)", n)
 	}
 	// A new connection from A uses the newest client certificate: its XFCC
-	// hash names it.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// hash names it. Close the load's keep-alive connections first: net/http's
+	// Shutdown waits up to 5 s for a connection that has sent no request yet.
+	client.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := A.Close(ctx); err != nil {
 		t.Fatal(err)
