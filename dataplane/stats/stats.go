@@ -19,6 +19,7 @@
 package stats
 
 import (
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -301,12 +302,7 @@ func (r *Recorder) tcpHandles(g *generation, info *stream.Info) *tcpHandles {
 		closed:  r.tcpClose.WithLabelValues(lv...),
 		cluster: r.clusterHandles(k.cluster),
 	}
-	next := make(map[labelKey]*tcpHandles, len(m)+1)
-	for kk, v := range m {
-		next[kk] = v
-	}
-	next[k] = h
-	g.tcp.Store(&next)
+	publishWith(&g.tcp, m, k, h)
 	return h
 }
 
@@ -342,13 +338,17 @@ func (r *Recorder) resolve(g *generation, k labelKey) *handles {
 		respSize: r.respSize.WithLabelValues(lv...),
 		cluster:  r.clusterHandles(k.cluster),
 	}
-	next := make(map[labelKey]*handles, len(m)+1)
-	for kk, v := range m {
-		next[kk] = v
-	}
-	next[k] = h
-	g.handles.Store(&next)
+	publishWith(&g.handles, m, k, h)
 	return h
+}
+
+// publishWith stores a copy of m, the map p holds, with k set to v: readers
+// keep loading the old map without locks. The caller holds Recorder.mu.
+func publishWith[V any](p *atomic.Pointer[map[labelKey]V], m map[labelKey]V, k labelKey, v V) {
+	next := make(map[labelKey]V, len(m)+1)
+	maps.Copy(next, m)
+	next[k] = v
+	p.Store(&next)
 }
 
 func (r *Recorder) clusterHandles(name string) *clusterHandles {
