@@ -38,6 +38,9 @@ type options struct {
 	ghzConc     int
 	ghzConns    int
 	fortioConns int
+	// fortioUniform spreads the fixed-rate requests evenly over time
+	// (fortio -uniform); by default fortio's connections fire together.
+	fortioUniform bool
 }
 
 // CPU pinning: load generator and client-side proxy share one CPU, backend and
@@ -75,6 +78,7 @@ func main() {
 	flag.IntVar(&o.ghzConc, "ghz-concurrency", 32, "ghz concurrent workers")
 	flag.IntVar(&o.ghzConns, "ghz-connections", 4, "ghz connections")
 	flag.IntVar(&o.fortioConns, "fortio-connections", 16, "fortio connections for the fixed-rate test")
+	flag.BoolVar(&o.fortioUniform, "fortio-uniform", false, "fixed-rate test: spread requests evenly in time (fortio -uniform) instead of fortio's default, where all connections send together")
 	flag.Parse()
 
 	if *backend {
@@ -246,7 +250,7 @@ func run(o options, command string) error {
 		fmt.Sprintf("wrk: 1 thread, %d connections", o.wrkConns),
 		fmt.Sprintf("h2load: 1 thread, %d clients x %d streams", o.h2Conns, o.h2Streams),
 		fmt.Sprintf("ghz: %d workers over %d connections (fixed rate: --rps %d)", o.ghzConc, o.ghzConns, o.rate),
-		fmt.Sprintf("fortio: %d rps over %d connections", o.rate, o.fortioConns),
+		fmt.Sprintf("fortio: %d rps over %d connections%s", o.rate, o.fortioConns, map[bool]string{true: ", -uniform"}[o.fortioUniform]),
 		"backend: Go net/http (HTTP/1.1 + h2c, 3-byte body) and grpc-go health service, pinned to CPU 1",
 	}
 	rep.Machine = machineInfo(tools)
@@ -432,9 +436,13 @@ func (l *loadTools) run(test string, t addrs, d time.Duration) (result, error) {
 	case testFixed:
 		jf := filepath.Join(l.tmp, "fortio.json")
 		os.Remove(jf)
-		if _, err := runTool(limit, cpuClient, l.tools["fortio"], "load", "-qps", strconv.Itoa(l.o.rate),
-			"-c", strconv.Itoa(l.o.fortioConns), "-t", secs+"s", "-p", "50,99", "-loglevel", "Warning",
-			"-json", jf, "-H", "Host: "+hostH1, "http://"+t.H1+"/"); err != nil {
+		argv := []string{l.tools["fortio"], "load", "-qps", strconv.Itoa(l.o.rate),
+			"-c", strconv.Itoa(l.o.fortioConns), "-t", secs + "s", "-p", "50,99", "-loglevel", "Warning",
+			"-json", jf, "-H", "Host: " + hostH1}
+		if l.o.fortioUniform {
+			argv = append(argv, "-uniform")
+		}
+		if _, err := runTool(limit, cpuClient, append(argv, "http://"+t.H1+"/")...); err != nil {
 			return result{}, err
 		}
 		b, err := os.ReadFile(jf)

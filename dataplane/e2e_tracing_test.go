@@ -111,18 +111,7 @@ func TestTracingTwoHops(t *testing.T) {
 			if len(spans) != 2 {
 				t.Fatalf("got %d spans, want 2: %+v", len(spans), spans)
 			}
-			var a, b tracingtest.Span
-			for _, s := range spans {
-				switch s.Resource["service.name"] {
-				case "web":
-					a = s
-				case "backend-v1":
-					b = s
-				}
-			}
-			if a.Kind != tracepb.Span_SPAN_KIND_CLIENT || b.Kind != tracepb.Span_SPAN_KIND_SERVER {
-				t.Fatalf("spans %+v: want a CLIENT span from web and a SERVER span from backend-v1", spans)
-			}
+			a, b := twoHopSpans(t, spans)
 			if tc.wantTrace != "" && a.TraceID != tc.wantTrace {
 				t.Errorf("A's trace id %s, want the caller's %s", a.TraceID, tc.wantTrace)
 			}
@@ -256,4 +245,23 @@ func TestTracingFromConfig(t *testing.T) {
 	if got = send(caller); got.Get("Traceparent") != caller {
 		t.Errorf("tracing off: app got traceparent %q, want the caller's %q untouched", got.Get("Traceparent"), caller)
 	}
+}
+
+// twoHopSpans returns the CLIENT span of sidecar A (workload web) and the
+// SERVER span of sidecar B (backend-v1) among spans, failing the test unless
+// both are there.
+func twoHopSpans(t *testing.T, spans []tracingtest.Span) (a, b tracingtest.Span) {
+	t.Helper()
+	for _, s := range spans {
+		switch s.Resource["service.name"] {
+		case "web":
+			a = s
+		case "backend-v1":
+			b = s
+		}
+	}
+	if a.Kind != tracepb.Span_SPAN_KIND_CLIENT || b.Kind != tracepb.Span_SPAN_KIND_SERVER {
+		t.Fatalf("spans %+v: want a CLIENT span from web and a SERVER span from backend-v1", spans)
+	}
+	return a, b
 }

@@ -73,6 +73,9 @@ type Proxy struct {
 	// Accessed atomically.
 	snap  atomic.Pointer[config.Snapshot]
 	ready atomic.Bool
+	// clustersNow is the cluster table in force, for the tracing exporters'
+	// cluster dialer (tracing.go), which must not take mu.
+	clustersNow atomic.Pointer[cluster.Table]
 
 	drains sync.WaitGroup // background drains of removed listeners
 	// base parents the drains' contexts; Close cancels it to cut drains that
@@ -107,9 +110,12 @@ func New(opts Options) *Proxy {
 		d = DefaultDrainTimeout
 	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Proxy{log: log, drainTimeout: d, clusters: cluster.New(cluster.Options{Logger: log}), active: make(map[string]*active),
-		base: base, cancelBase: cancel, stats: opts.Stats, tracer: opts.Tracer, accessLogs: accesslog.NewSet(),
-		tracers: tracing.NewSet(opts.TracingDefaults)}
+	p := &Proxy{log: log, drainTimeout: d, clusters: cluster.New(cluster.Options{Logger: log}), active: make(map[string]*active),
+		base: base, cancelBase: cancel, stats: opts.Stats, tracer: opts.Tracer, accessLogs: accesslog.NewSet()}
+	td := opts.TracingDefaults
+	td.DialCluster = p.dialCluster // tracing.go: OTLP/gRPC to a cluster (envoy_grpc)
+	p.tracers = tracing.NewSet(td)
+	return p
 }
 
 // Ready reports whether a snapshot has been applied successfully.
@@ -251,6 +257,7 @@ func (p *Proxy) Apply(snap *config.Snapshot) error {
 	}
 	p.active = next
 	p.ctbl = ctbl
+	p.clustersNow.Store(ctbl)
 	p.snap.Store(snap)
 	p.clusters.Prune(ctbl)
 	p.ready.Store(true)
@@ -326,7 +333,7 @@ func (p *Proxy) httpState(lc *config.Listener, tables map[string]*route.Table, c
 func (p *Proxy) tcpState(lc *config.Listener, ctbl *cluster.Table, logs stream.Observer) *tcpproxy.State {
 	c, _ := ctbl.Get(lc.TCP.Cluster)
 	st := &tcpproxy.State{Cluster: c, IdleTimeout: lc.TCP.IdleTimeout, RBAC: rbac.Compile(lc.TCP.RBAC),
-		Listener: lc.Name, Inbound: lc.Direction == config.Inbound}
+		Listener: lc.Name, Inbound: lc.Direction == config.Inbound, Tracer: p.tcpTracerLocked(lc.TCP)}
 	var obs []stream.Observer
 	if p.stats != nil {
 		obs = append(obs, p.stats.ObserveTCP)
@@ -450,6 +457,9 @@ func (p *Proxy) useTracersLocked(snap *config.Snapshot) {
 	for _, lc := range snap.Listeners {
 		if lc.HTTP != nil && lc.HTTP.Tracing != nil {
 			cfgs = append(cfgs, *lc.HTTP.Tracing)
+		}
+		if lc.TCP != nil && lc.TCP.Tracing != nil {
+			cfgs = append(cfgs, *lc.TCP.Tracing)
 		}
 	}
 	traced, errs := p.tracers.Use(cfgs)

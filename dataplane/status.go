@@ -8,10 +8,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/dataplane/health"
 	"github.com/tinymesh/tinymesh/dataplane/rbac"
 	"github.com/tinymesh/tinymesh/dataplane/route"
+	"github.com/tinymesh/tinymesh/dataplane/stats"
 )
 
 // Read-only views of the running proxy for the admin endpoint (/listeners,
@@ -104,26 +107,69 @@ type ClusterStatus struct {
 	Protocol  string           `json:"protocol"`
 	TLS       bool             `json:"tls"`
 	Endpoints []EndpointStatus `json:"endpoints"`
+	// Circuit breakers (DEFAULT priority): thresholds, what is in use and
+	// how often each overflowed.
+	CircuitBreakers CircuitBreakerStatus `json:"circuit_breakers"`
+	// OutlierDetection and HealthCheck say whether the features are on;
+	// EjectionsEnforced counts ejections, HealthChecks the probe results.
+	OutlierDetection  bool              `json:"outlier_detection"`
+	EjectionsEnforced uint64            `json:"outlier_detection_ejections_total"`
+	HealthCheck       bool              `json:"health_check"`
+	HealthChecks      HealthCheckStatus `json:"health_check_stats"`
+	// Panic: fewer endpoints are available than healthy_panic_threshold
+	// asks, so requests go to all of them (Envoy's panic mode).
+	Panic bool `json:"panic"`
+}
+
+// CircuitBreakerStatus is a cluster's circuit-breaker thresholds and state.
+type CircuitBreakerStatus struct {
+	MaxConnections     uint32 `json:"max_connections"`
+	MaxPendingRequests uint32 `json:"max_pending_requests"`
+	MaxRequests        uint32 `json:"max_requests"`
+	MaxRetries         uint32 `json:"max_retries"`
+	ConnectionsOpen    int64  `json:"cx_open"`
+	RequestsActive     int64  `json:"rq_active"`
+	RetriesActive      int64  `json:"rq_retry_active"`
+	CxOverflow         uint64 `json:"upstream_cx_overflow"`
+	RqOverflow         uint64 `json:"upstream_rq_pending_overflow"`
+	RetryOverflow      uint64 `json:"upstream_rq_retry_overflow"`
+}
+
+// HealthCheckStatus counts a cluster's active health-check probes.
+type HealthCheckStatus struct {
+	Attempts  uint64 `json:"attempt"`
+	Successes uint64 `json:"success"`
+	Failures  uint64 `json:"failure"`
 }
 
 // EndpointStatus is one endpoint with its live counters.
 type EndpointStatus struct {
 	Address string `json:"address"`
 	Weight  uint32 `json:"weight"`
-	// Health is "healthy" for the endpoints the control plane sent as
-	// HEALTHY and "unknown" otherwise; there is no active health checking
-	// yet, and unhealthy endpoints are not in the config at all.
+	// Health is "unknown" when the cluster has neither active health checks
+	// nor outlier detection (as the endpoints the control plane sent carry
+	// no more than "healthy or unknown"); otherwise "healthy", "unhealthy"
+	// (failing or not yet passing its active health check) or "ejected"
+	// (outlier detection).
 	Health string `json:"health"`
-	// Outlier is "not enabled": there is no outlier detection yet.
-	Outlier           string `json:"outlier_detection"`
-	ActiveRequests    int64  `json:"rq_active"`
-	TotalRequests     uint64 `json:"rq_total"`
-	ActiveConnections int64  `json:"cx_active"`
-	ConnectFailures   uint64 `json:"cx_connect_fail"`
+	// HealthFlags are Envoy's: "healthy", or flags like
+	// "/failed_active_hc/pending_active_hc" and "/failed_outlier_check";
+	// "unknown" as Health.
+	HealthFlags string `json:"health_flags"`
+	// Outlier is "not enabled", "ok" or "ejected"; Ejections counts the
+	// endpoint's ejections and EjectionTimeLeftMs what is left of the
+	// current one.
+	Outlier            string `json:"outlier_detection"`
+	Ejections          uint32 `json:"ejections,omitempty"`
+	EjectionTimeLeftMs int64  `json:"ejection_time_left_ms,omitempty"`
+	ActiveRequests     int64  `json:"rq_active"`
+	TotalRequests      uint64 `json:"rq_total"`
+	ActiveConnections  int64  `json:"cx_active"`
+	ConnectFailures    uint64 `json:"cx_connect_fail"`
 }
 
 // Clusters describes the clusters in force, sorted by name, their endpoints
-// in round-robin order.
+// in config order.
 func (p *Proxy) Clusters() []ClusterStatus {
 	p.mu.Lock()
 	snap, ctbl := p.snap.Load(), p.ctbl
@@ -131,16 +177,33 @@ func (p *Proxy) Clusters() []ClusterStatus {
 	if snap == nil {
 		return []ClusterStatus{}
 	}
+	now := time.Now()
 	out := make([]ClusterStatus, 0, len(snap.Clusters))
 	for name, cc := range snap.Clusters {
 		cs := ClusterStatus{Name: name, Protocol: cc.Protocol.String(), TLS: cc.TLS != nil, Endpoints: []EndpointStatus{}}
 		c, ok := ctbl.Get(name)
+		if ok {
+			r := c.Upstream.Resilience()
+			cs.CircuitBreakers = CircuitBreakerStatus{
+				MaxConnections: r.Limits.MaxConnections, MaxPendingRequests: r.Limits.MaxPendingRequests,
+				MaxRequests: r.Limits.MaxRequests, MaxRetries: r.Limits.MaxRetries,
+				ConnectionsOpen: r.ConnectionsOpen, RequestsActive: r.RequestsActive, RetriesActive: r.RetriesActive,
+				CxOverflow: r.CxOverflow, RqOverflow: r.RqOverflow, RetryOverflow: r.RetryOverflow,
+			}
+			cs.OutlierDetection, cs.EjectionsEnforced = r.OutlierDetection, r.EjectionsEnforced
+			cs.HealthCheck = r.HealthCheck
+			cs.HealthChecks = HealthCheckStatus{Attempts: r.HCAttempts, Successes: r.HCSuccesses, Failures: r.HCFailures}
+			cs.Panic = r.Panic
+		}
 		for _, e := range cc.Endpoints {
-			es := EndpointStatus{Address: e.Address, Weight: e.Weight, Health: healthOf(e), Outlier: "not enabled"}
+			es := EndpointStatus{Address: e.Address, Weight: e.Weight, Health: "unknown", HealthFlags: "unknown", Outlier: "not enabled"}
 			if ok {
 				if st, ok := c.Upstream.EndpointStats(e.Address); ok {
 					es.ActiveRequests, es.TotalRequests = st.ActiveRequests.Load(), st.TotalRequests.Load()
 					es.ActiveConnections, es.ConnectFailures = st.ActiveConnections.Load(), st.ConnectFailures.Load()
+					if cs.OutlierDetection || cs.HealthCheck {
+						describeHealth(&es, &st.Health, cs.OutlierDetection, now)
+					}
 				}
 			}
 			cs.Endpoints = append(cs.Endpoints, es)
@@ -151,11 +214,58 @@ func (p *Proxy) Clusters() []ClusterStatus {
 	return out
 }
 
-// healthOf says what the proxy knows of an endpoint's health. The snapshot
-// only carries endpoints that are healthy or of unknown health
-// (config.Cluster.Endpoints) and does not say which, so it is "unknown"
-// unless someone checks: that is what Envoy shows without health checks.
-func healthOf(config.Endpoint) string { return "unknown" }
+// ClusterGauges sums cs per cluster for the envoy_cluster_* metrics
+// (dataplane/stats): in-flight counts over the endpoints, membership, and the
+// circuit-breaker, outlier and health-check counters.
+func ClusterGauges(cs []ClusterStatus) []stats.ClusterGauges {
+	out := make([]stats.ClusterGauges, 0, len(cs))
+	for _, c := range cs {
+		cb := c.CircuitBreakers
+		g := stats.ClusterGauges{Name: c.Name,
+			CxOverflow: cb.CxOverflow, RqOverflow: cb.RqOverflow, RetryOverflow: cb.RetryOverflow,
+			CxOpen:           cb.MaxConnections > 0 && cb.ConnectionsOpen >= int64(cb.MaxConnections),
+			RqOpen:           cb.MaxRequests > 0 && cb.RequestsActive >= int64(cb.MaxRequests),
+			RetryOpen:        cb.MaxRetries > 0 && cb.RetriesActive >= int64(cb.MaxRetries),
+			OutlierDetection: c.OutlierDetection, EjectionsEnforced: c.EjectionsEnforced,
+			HealthCheck: c.HealthCheck, HCAttempts: c.HealthChecks.Attempts, HCSuccesses: c.HealthChecks.Successes, HCFailures: c.HealthChecks.Failures,
+			MembershipTotal: len(c.Endpoints),
+		}
+		for _, e := range c.Endpoints {
+			g.ActiveRequests += e.ActiveRequests
+			g.ActiveConnections += e.ActiveConnections
+			switch e.Health {
+			case "ejected":
+				g.EjectionsActive++
+			case "healthy", "unknown":
+				g.MembershipHealthy++
+			}
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+// describeHealth fills in what active health checks and outlier detection
+// know of an endpoint.
+func describeHealth(es *EndpointStatus, h *health.Host, outlier bool, now time.Time) {
+	es.HealthFlags = h.Flags()
+	switch {
+	case h.Ejected():
+		es.Health = "ejected"
+	case h.FailedActiveHC():
+		es.Health = "unhealthy"
+	default:
+		es.Health = "healthy"
+	}
+	es.Ejections = h.Ejections()
+	if outlier {
+		es.Outlier = "ok"
+		if h.Ejected() {
+			es.Outlier = "ejected"
+			es.EjectionTimeLeftMs = h.EjectedFor(now).Milliseconds()
+		}
+	}
+}
 
 // ExplainRequest is a request to explain: what the route explainer is asked.
 type ExplainRequest struct {
@@ -322,7 +432,7 @@ func (p *Proxy) Explain(req ExplainRequest) (*Explanation, error) {
 			if c, ok := st.Clusters.Get(wc.Name); ok {
 				ec.Known = true
 				ec.Endpoints = slices.Clone(c.Picker.Addrs())
-				ec.Next, _ = c.Picker.Peek()
+				ec.Next, _ = c.Peek()
 			}
 			out.Clusters = append(out.Clusters, ec)
 		}

@@ -46,7 +46,11 @@ func TestStatusNACKAndBack(t *testing.T) {
 	client := startProxy(t, cp, proxyOptions{workload: "client", labels: "app=client", outbound: true})
 	dumpOnFailure(t, client)
 
-	st := waitProxyStatus(t, cp, "client", 20*time.Second, "client in sync", func(ps server.ProxyStatus) bool { return ps.InSync })
+	// Responses go out type by type, and a node is in sync with what it was
+	// sent so far: wait for the listeners and clusters too.
+	st := waitProxyStatus(t, cp, "client", 20*time.Second, "client in sync on LDS and CDS", func(ps server.ProxyStatus) bool {
+		return ps.InSync && ps.Types["LDS"].State == server.StateSynced && ps.Types["CDS"].State == server.StateSynced
+	})
 	if st.LastNACK != nil || st.Types["LDS"].State != server.StateSynced {
 		t.Fatalf("before the conflict: %+v, want LDS SYNCED and no NACK", st)
 	}
@@ -76,7 +80,9 @@ func TestStatusNACKAndBack(t *testing.T) {
 
 	// Move the Service to a port that is free: the next push is applied.
 	cp.writeModel("mesh.yaml", statusModel(freePort(t, client.ip)))
-	st = waitProxyStatus(t, cp, "client", 20*time.Second, "client in sync again", func(ps server.ProxyStatus) bool { return ps.InSync })
+	st = waitProxyStatus(t, cp, "client", 20*time.Second, "client in sync again on LDS and EDS", func(ps server.ProxyStatus) bool {
+		return ps.InSync && ps.Types["LDS"].State == server.StateSynced && ps.Types["EDS"].State == server.StateSynced
+	})
 	if st.Types["LDS"].State != server.StateSynced || st.Types["EDS"].State != server.StateSynced || st.LastNACK == nil {
 		t.Errorf("after the fix: %+v, want LDS and EDS SYNCED and the NACK kept as the last one", st)
 	}

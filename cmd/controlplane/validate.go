@@ -57,7 +57,7 @@ func validateCommand(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	n := len(m.Services) + len(m.EndpointSlices) + len(m.HTTPRoutes) + len(m.PeerAuthentications) + len(m.AuthorizationPolicies) +
-		len(m.Telemetries)
+		len(m.Telemetries) + len(m.DestinationRules)
 	fmt.Fprintf(stdout, "%d resources OK\n", n)
 	return 0
 }

@@ -49,20 +49,8 @@ func xdsObserver(rec *stats.Recorder) client.Observer {
 	return rec.XDS
 }
 
-// clusterGauges sums the proxy's per-endpoint upstream counters per cluster,
-// for the envoy_cluster_upstream_{rq,cx}_active gauges.
+// clusterGauges reads the proxy's per-cluster upstream state (see
+// dataplane.ClusterGauges) at each scrape.
 func clusterGauges(proxy *dataplane.Proxy) func() []stats.ClusterGauges {
-	return func() []stats.ClusterGauges {
-		cs := proxy.Clusters()
-		out := make([]stats.ClusterGauges, 0, len(cs))
-		for _, c := range cs {
-			g := stats.ClusterGauges{Name: c.Name}
-			for _, e := range c.Endpoints {
-				g.ActiveRequests += e.ActiveRequests
-				g.ActiveConnections += e.ActiveConnections
-			}
-			out = append(out, g)
-		}
-		return out
-	}
+	return func() []stats.ClusterGauges { return dataplane.ClusterGauges(proxy.Clusters()) }
 }

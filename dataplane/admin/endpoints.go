@@ -65,7 +65,10 @@ func (s *Server) clusters(w http.ResponseWriter, r *http.Request) {
 			for _, e := range c.Endpoints {
 				p := c.Name + "::" + e.Address + "::"
 				fmt.Fprintf(&b, "%scx_active::%d\n%scx_connect_fail::%d\n%srq_active::%d\n%srq_total::%d\n%sweight::%d\n%shealth_flags::%s\n%soutlier_detection::%s\n",
-					p, e.ActiveConnections, p, e.ConnectFailures, p, e.ActiveRequests, p, e.TotalRequests, p, e.Weight, p, e.Health, p, e.Outlier)
+					p, e.ActiveConnections, p, e.ConnectFailures, p, e.ActiveRequests, p, e.TotalRequests, p, e.Weight, p, e.HealthFlags, p, e.Outlier)
+				if e.Ejections > 0 {
+					fmt.Fprintf(&b, "%sejections::%d\n%sejection_time_left_ms::%d\n", p, e.Ejections, p, e.EjectionTimeLeftMs)
+				}
 			}
 		}
 		io.WriteString(w, b.String())

@@ -171,7 +171,7 @@ func TestClustersCountsActiveRequests(t *testing.T) {
 		}
 	}
 	got := endpointOf(t, w, "canary")
-	want := dataplane.EndpointStatus{Address: w.canary.Addr, Weight: 1, Health: "unknown", Outlier: "not enabled",
+	want := dataplane.EndpointStatus{Address: w.canary.Addr, Weight: 1, Health: "unknown", HealthFlags: "unknown", Outlier: "not enabled",
 		TotalRequests: 5, ActiveConnections: 1}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("canary endpoint after 5 requests on one keep-alive connection (-want +got):\n%s", diff)

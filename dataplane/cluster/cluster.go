@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/dataplane/health"
 	"github.com/tinymesh/tinymesh/dataplane/lb"
 )
 
@@ -44,6 +45,11 @@ type Cluster struct {
 	// material is the certificate material this snapshot has for the
 	// cluster's TLS (nil without TLS); Prune puts it in force on Upstream.
 	material *material
+	// cfg is the cluster's config; Prune puts its circuit breakers and
+	// health settings in force on Upstream. epHash identifies its endpoint
+	// list, to tell whether the upstream's health-aware picker is for it.
+	cfg    *config.Cluster
+	epHash uint64
 }
 
 // Table maps cluster names to compiled clusters for one snapshot.
@@ -81,6 +87,7 @@ type Upstream struct {
 	inflight atomic.Int64             // accessed atomically
 	eps      endpoints                // per-endpoint counters (endpoint.go)
 	removed  atomic.Bool              // set by Prune, cleared if the cluster comes back
+	res      resilience               // circuit breakers, outlier detection, health checks (resilience.go)
 }
 
 // Acquire marks one in-flight use of the transport.
@@ -192,6 +199,8 @@ func (s *Set) Compile(snap *config.Snapshot) (*Table, error) {
 			Picker:         lb.NewRoundRobin(addrs),
 			Upstream:       u,
 			material:       m,
+			cfg:            c,
+			epHash:         addrsHash(addrs),
 		}
 	}
 	if firstErr != nil {
@@ -220,9 +229,11 @@ func (s *Set) Prune(live *Table) {
 				keep[a] = true
 			}
 			u.eps.retain(keep)
+			u.configure(c)
 			continue
 		}
 		delete(s.upstreams, k)
+		u.stopHealth()
 		u.removed.Store(true)
 		if u.inflight.Load() == 0 {
 			u.Transport.CloseIdleConnections()
@@ -236,6 +247,7 @@ func (s *Set) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, u := range s.upstreams {
+		u.stopHealth()
 		u.removed.Store(true)
 		u.Transport.CloseIdleConnections()
 		delete(s.upstreams, k)
@@ -266,6 +278,7 @@ func (s *Set) materialLocked(k key, ut *config.UpstreamTLS, parsed map[[32]byte]
 func (s *Set) newUpstream(k key, ut *config.UpstreamTLS, m *material) *Upstream {
 	d := &net.Dialer{Timeout: k.timeout, KeepAlive: 30 * time.Second}
 	u := &Upstream{key: k, Dialer: d, log: s.log}
+	u.res.outlier = health.NewOutlier(health.OutlierOptions{Changed: u.rebuild})
 	u.mat.Store(m)
 	if ut != nil {
 		u.tls, u.tlsErr = clientTLS(ut, k.protocol, u.mat.Load)

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"time"
+
 	"testing"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
@@ -48,28 +50,63 @@ func TestBuildReusesUpstreamByIdentity(t *testing.T) {
 	}
 }
 
-func TestGetAndPickDoNotAllocate(t *testing.T) {
+// requestPathClusters are the two kinds of cluster the request path picks
+// from: a plain one, and one with outlier detection, whose picks go through
+// the upstream's health-aware picker.
+func requestPathClusters(t testing.TB) (*Set, *Table, map[string]string) {
 	s := NewSet()
+	eps := []config.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}}
+	plain := &config.Cluster{Name: "outbound|8080||backend.default.svc.cluster.local", Endpoints: eps}
+	outlier := &config.Cluster{Name: "outbound|8080||web.default.svc.cluster.local", Endpoints: eps,
+		HealthyPanicThreshold: 50,
+		OutlierDetection: &config.OutlierDetection{Consecutive5xx: 5, EnforcingConsecutive5xx: 100,
+			Interval: time.Hour, BaseEjectionTime: time.Minute, MaxEjectionTime: time.Hour, MaxEjectionPercent: 10}}
+	tbl := s.Build(snap(plain, outlier))
+	s.Prune(tbl) // puts outlier detection in force
+	if c, _ := tbl.Get(outlier.Name); c.picker() == c.Picker {
+		t.Fatal("the outlier-detecting cluster picks without its health-aware picker")
+	}
+	return s, tbl, map[string]string{"plain": plain.Name, "outlier": outlier.Name}
+}
+
+func TestRequestPathDoesNotAllocate(t *testing.T) {
+	s, tbl, names := requestPathClusters(t)
 	defer s.Close()
-	tbl := s.Build(snap(&config.Cluster{Name: "outbound|8080||backend.default.svc.cluster.local",
-		Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}}}))
-	name := "outbound|8080||backend.default.svc.cluster.local"
-	if n := testing.AllocsPerRun(1000, func() {
+	for kind, name := range names {
 		c, _ := tbl.Get(name)
-		c.Picker.Pick()
-	}); n != 0 {
-		t.Errorf("allocs per Get+Pick = %v, want 0", n)
+		ep := c.Upstream.Endpoint("127.0.0.1:1")
+		if n := testing.AllocsPerRun(1000, func() {
+			c, _ := tbl.Get(name)
+			c.Pick()
+			if c.Upstream.BeginRequest() {
+				c.Upstream.EndRequest()
+			}
+			c.Upstream.ObserveResponse(ep, 200)
+		}); n != 0 {
+			t.Errorf("%s: allocs per Get+Pick+BeginRequest+ObserveResponse = %v, want 0", kind, n)
+		}
 	}
 }
 
+// BenchmarkGetAndPick is the per-request cluster work: lookup, pick,
+// max_requests admission and the outlier detector's look at the response.
 func BenchmarkGetAndPick(b *testing.B) {
-	s := NewSet()
+	s, tbl, names := requestPathClusters(b)
 	defer s.Close()
-	name := "outbound|8080||backend.default.svc.cluster.local"
-	tbl := s.Build(snap(&config.Cluster{Name: name, Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}}}))
-	b.ReportAllocs()
-	for b.Loop() {
-		c, _ := tbl.Get(name)
-		c.Picker.Pick()
+	for _, kind := range []string{"plain", "outlier"} {
+		b.Run(kind, func(b *testing.B) {
+			name := names[kind]
+			c, _ := tbl.Get(name)
+			ep := c.Upstream.Endpoint("127.0.0.1:1")
+			b.ReportAllocs()
+			for b.Loop() {
+				c, _ := tbl.Get(name)
+				c.Pick()
+				if c.Upstream.BeginRequest() {
+					c.Upstream.EndRequest()
+				}
+				c.Upstream.ObserveResponse(ep, 200)
+			}
+		})
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"github.com/tinymesh/tinymesh/dataplane/health"
 )
 
 // EndpointStats are the live counters of one endpoint of one upstream, for the
@@ -21,6 +23,8 @@ type EndpointStats struct {
 	// ConnectFailures counts failed connects, TLS handshakes included
 	// (cx_connect_fail).
 	ConnectFailures atomic.Uint64
+	// Health is the endpoint's outlier and active health-check state.
+	Health health.Host
 }
 
 // BeginRequest counts one request to the endpoint; call EndRequest when it is
@@ -125,12 +129,16 @@ func (e *endpoints) retain(keep map[string]bool) {
 type countedConn struct {
 	net.Conn
 	ep     *EndpointStats
+	open   *atomic.Int64 // the cluster's open connections (max_connections); nil for probes
 	closed atomic.Bool
 }
 
 func (c *countedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.ep.ActiveConnections.Add(-1)
+		if c.open != nil {
+			c.open.Add(-1)
+		}
 	}
 	return c.Conn.Close()
 }
@@ -147,7 +155,9 @@ func (c *countedConn) CloseWrite() error {
 // NetConn returns the wrapped connection, as tls.Conn.NetConn does.
 func (c *countedConn) NetConn() net.Conn { return c.Conn }
 
-func counted(c net.Conn, ep *EndpointStats) net.Conn {
+// counted wraps c; open, when not nil, already counts c and is decremented
+// at Close.
+func counted(c net.Conn, ep *EndpointStats, open *atomic.Int64) net.Conn {
 	ep.ActiveConnections.Add(1)
-	return &countedConn{Conn: c, ep: ep}
+	return &countedConn{Conn: c, ep: ep, open: open}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
 )
@@ -172,28 +173,49 @@ func verifyServer(cs tls.ConnectionState, roots *x509.CertPool, sans []config.SA
 // with the cluster, endpoint and cause, since they mean misconfiguration (wrong
 // SAN, wrong CA) rather than a transient network error.
 func (u *Upstream) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return u.dial(ctx, network, addr, u.tls, u.key.protocol.ALPN())
+	return u.dialWith(ctx, network, addr, u.tls, u.key.protocol.ALPN(), false)
 }
 
 // DialHTTP1 is DialContext for a dedicated HTTP/1.1 connection (an Upgrade
 // request, which HTTP/2 cannot carry without RFC 8441): over TLS it offers
 // only "http/1.1" by ALPN, whatever the cluster's protocol.
 func (u *Upstream) DialHTTP1(ctx context.Context, network, addr string) (net.Conn, error) {
-	return u.dial(ctx, network, addr, u.tlsHTTP1, "http/1.1")
+	return u.dialWith(ctx, network, addr, u.tlsHTTP1, "http/1.1", false)
 }
 
-func (u *Upstream) dial(ctx context.Context, network, addr string, cfg *tls.Config, want string) (net.Conn, error) {
+// dialWith dials addr. Traffic dials (probe false) take a slot of
+// max_connections (failing with ErrOverflow when there is none), count
+// connect failures and feed them to outlier detection as gateway failures;
+// health-check probes (probe true) do none of that.
+func (u *Upstream) dialWith(ctx context.Context, network, addr string, cfg *tls.Config, want string, probe bool) (net.Conn, error) {
 	if u.tlsErr != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("%w: cluster %q: %w", ErrTLSHandshake, u.key.name, u.tlsErr)}
 	}
-	ep := u.Endpoint(addr)
+	var ep *EndpointStats
+	var open *atomic.Int64
+	if !probe {
+		if err := u.reserveConn(network, addr); err != nil {
+			return nil, err
+		}
+		ep, open = u.Endpoint(addr), &u.res.cxOpen
+	}
+	fail := func() {
+		if probe {
+			return
+		}
+		open.Add(-1)
+		ep.ConnectFailures.Add(1)
+		if ctx.Err() == nil { // a caller that gave up says nothing about the endpoint
+			u.ObserveFailure(ep)
+		}
+	}
 	c, err := u.Dialer.DialContext(ctx, network, addr)
 	if err != nil {
-		ep.ConnectFailures.Add(1)
+		fail()
 		return nil, err
 	}
 	if cfg == nil {
-		return counted(c, ep), nil
+		return u.count(c, ep, open), nil
 	}
 	hctx, cancel := context.WithTimeout(ctx, u.key.timeout)
 	defer cancel()
@@ -208,9 +230,18 @@ func (u *Upstream) dial(ctx context.Context, network, addr string, cfg *tls.Conf
 	}
 	if err != nil {
 		c.Close()
-		ep.ConnectFailures.Add(1)
-		u.log.Warn("upstream TLS handshake failed", "cluster", u.key.name, "endpoint", addr, "sni", cfg.ServerName, "err", err)
+		fail()
+		if !probe {
+			u.log.Warn("upstream TLS handshake failed", "cluster", u.key.name, "endpoint", addr, "sni", cfg.ServerName, "err", err)
+		}
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: c.RemoteAddr(), Err: fmt.Errorf("%w: %w", ErrTLSHandshake, err)}
 	}
-	return counted(tc, ep), nil
+	return u.count(tc, ep, open), nil
+}
+
+func (u *Upstream) count(c net.Conn, ep *EndpointStats, open *atomic.Int64) net.Conn {
+	if ep == nil {
+		return c // a probe
+	}
+	return counted(c, ep, open)
 }

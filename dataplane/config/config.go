@@ -127,6 +127,11 @@ type TCPProxy struct {
 	// RBAC is the envoy.filters.network.rbac filter before the TCP proxy,
 	// checked once per connection after the TLS handshake; nil allows all.
 	RBAC *RBAC
+	// Tracing traces each connection (one root span per connection, see
+	// docs/observability.md); nil: the proxy's default tracer. Envoy's
+	// tcp_proxy has no tracing field: it comes from the listener's metadata
+	// (xds/resource, typed_filter_metadata "tinymesh.io/tracing").
+	Tracing *Tracing
 }
 
 // AccessLog is one access_log entry (envoy.access_loggers.file, stdout or
@@ -327,6 +332,15 @@ type Cluster struct {
 	// cluster's UpstreamTlsContext). ProtocolH2C then means HTTP/2 over TLS
 	// negotiated with ALPN "h2", ProtocolHTTP1 means HTTP/1.1 ("http/1.1").
 	TLS *UpstreamTLS
+	// Resilience (resilience.go): circuit-breaker thresholds (nil: the
+	// defaults, DefaultCircuitBreakers), passive outlier detection and one
+	// active health check (nil: off), and the panic threshold in percent
+	// (Envoy's common_lb_config.healthy_panic_threshold, default 50; used
+	// only with outlier detection or a health check, and 0 otherwise).
+	CircuitBreakers       *CircuitBreakers
+	OutlierDetection      *OutlierDetection
+	HealthCheck           *HealthCheck
+	HealthyPanicThreshold float64
 }
 
 // Endpoint is one upstream address.

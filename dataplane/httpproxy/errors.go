@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/stream"
 )
 
@@ -28,6 +29,9 @@ const (
 	BadRequest
 	HeadersTooLarge
 	RBACDenied // the RBAC filter refused the request (rbac.go)
+	// UpstreamOverflow: a circuit breaker of the cluster is open
+	// (max_requests, max_connections).
+	UpstreamOverflow
 )
 
 type reasonInfo struct {
@@ -60,6 +64,8 @@ var reasons = [...]reasonInfo{
 	BadRequest:      {"bad_request", http.StatusBadRequest, grpcInternal, stream.DownstreamProtocolError},
 	HeadersTooLarge: {"request_headers_too_large", http.StatusRequestHeaderFieldsTooLarge, grpcInternal, stream.DownstreamProtocolError},
 	RBACDenied:      {"rbac_denied", http.StatusForbidden, grpcPermissionDenied, stream.RBACDenied},
+	// Envoy answers a circuit-breaker overflow with 503 and flag UO.
+	UpstreamOverflow: {"upstream_overflow", http.StatusServiceUnavailable, grpcUnavailable, stream.UpstreamOverflow},
 }
 
 // grpcMessages replace "meshproxy: <reason>" as grpc-message where set.
@@ -116,6 +122,9 @@ func writeError(w http.ResponseWriter, grpcReq bool, r Reason, si *stream.Info) 
 func classify(err error, reqCtx, downstream context.Context) (r Reason, ok bool) {
 	if downstream.Err() != nil {
 		return 0, false
+	}
+	if errors.Is(err, cluster.ErrOverflow) {
+		return UpstreamOverflow, true
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {

@@ -314,7 +314,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, grpcReq, ClusterNotFound, si)
 		return
 	}
-	addr, ok := c.Picker.Pick()
+	addr, ok := c.Pick() // skips ejected and unhealthy endpoints
 	if !ok {
 		writeError(w, grpcReq, NoHealthyUpstream, si)
 		return
@@ -462,6 +462,11 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Request, c *cluster.Cluster, grpcReq bool, st *State, vh *route.VirtualHost, rt *route.Route, si *stream.Info) {
 	c.Upstream.Acquire()
 	defer c.Upstream.Release()
+	if !c.Upstream.BeginRequest() { // circuit breaker: max_requests
+		writeError(w, grpcReq, UpstreamOverflow, si)
+		return
+	}
+	defer c.Upstream.EndRequest()
 	var body *attemptBody
 	if out.Body != nil {
 		// The one allocation retries cost on the success path, and only for
@@ -480,8 +485,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 	resp, err := c.Upstream.Transport.RoundTrip(out)
 	for err != nil && tr.n < maxAttempts && neverSent(err) && (body == nil || !body.touched()) &&
 		out.Context().Err() == nil && r.Context().Err() == nil {
-		addr, ok := c.Picker.PickExcept(tr.list())
+		addr, ok := c.PickExcept(tr.list())
 		if !ok {
+			break
+		}
+		if !c.Upstream.BeginRetry() { // circuit breaker: max_retries
 			break
 		}
 		h.log.Debug("upstream connect failed, retrying on another endpoint", "cluster", c.Name, "endpoint", out.URL.Host, "next", addr, "attempt", tr.n, "err", err)
@@ -495,6 +503,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 		ep = c.Upstream.Endpoint(addr)
 		ep.BeginRequest()
 		resp, err = c.Upstream.Transport.RoundTrip(out)
+		c.Upstream.EndRetry()
 	}
 	if si != nil {
 		si.Attempts, si.UpstreamHost = tr.n, out.URL.Host
@@ -504,6 +513,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 	}
 	if err != nil {
 		reason, ok := classify(err, out.Context(), r.Context())
+		if ok && (reason == UpstreamTimeout || reason == UpstreamReset) && !neverSent(err) {
+			c.Upstream.ObserveFailure(ep) // outlier detection; dial failures are fed by the dialer
+		}
 		if ok {
 			h.log.Debug("upstream request failed", "cluster", c.Name, "endpoint", out.URL.Host, "endpoints", strings.Join(tr.list(), ","), "attempts", tr.n, "reason", reason.String(), "err", err)
 			writeError(w, grpcReq, reason, si)
@@ -516,6 +528,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 		return
 	}
 	defer resp.Body.Close()
+	c.Upstream.ObserveResponse(ep, resp.StatusCode) // outlier detection
 	if r.ProtoMajor == 1 && out.Body != nil {
 		// Let the upstream answer while the request body still streams in
 		// (HTTP/1.1 net/http otherwise reads the request body to completion

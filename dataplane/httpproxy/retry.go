@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster"
 )
 
 // maxAttempts bounds the tries per request or upgrade: the first plus two
@@ -80,6 +82,9 @@ func (b *attemptBody) touched() bool { return b.state.Load()&bodyRead != 0 }
 // unread and surfaces them only when it gives up; their error types are
 // unexported, so they are recognised by text.
 func neverSent(err error) bool {
+	if errors.Is(err, cluster.ErrOverflow) {
+		return false // the circuit breaker said no: another endpoint would too
+	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true

@@ -24,6 +24,11 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 	defer h.upgrades.Done()
 	c.Upstream.Acquire()
 	defer c.Upstream.Release()
+	if !c.Upstream.BeginRequest() { // circuit breaker: max_requests
+		writeError(w, false, UpstreamOverflow, si)
+		return
+	}
+	defer c.Upstream.EndRequest()
 
 	// TLS when the cluster has it. A failed dial sent nothing, so it is
 	// retried on another endpoint like any request (see forward).
@@ -31,7 +36,7 @@ func (h *Handler) serveUpgrade(w http.ResponseWriter, r *http.Request, out *http
 	tr.add(addr)
 	up, err := c.Upstream.DialHTTP1(out.Context(), "tcp", addr)
 	for err != nil && tr.n < maxAttempts && neverSent(err) && out.Context().Err() == nil && r.Context().Err() == nil {
-		next, ok := c.Picker.PickExcept(tr.list())
+		next, ok := c.PickExcept(tr.list())
 		if !ok {
 			break
 		}

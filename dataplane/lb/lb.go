@@ -15,8 +15,9 @@ import (
 
 // RoundRobin cycles through a fixed list of endpoint addresses.
 type RoundRobin struct {
-	addrs []string      // set in NewRoundRobin, read-only after
-	next  atomic.Uint64 // accessed atomically
+	addrs []string       // set in NewRoundRobin, read-only after
+	next  *atomic.Uint64 // accessed atomically; own, or shared (NewRoundRobinShared)
+	own   atomic.Uint64
 }
 
 // NewRoundRobin returns a picker over addrs, which it keeps; the caller must not
@@ -24,7 +25,17 @@ type RoundRobin struct {
 // contract only promises ROUND_ROBIN, which Envoy also treats as unweighted when
 // all weights are equal, the only case the control plane produces.
 func NewRoundRobin(addrs []string) *RoundRobin {
-	return &RoundRobin{addrs: addrs}
+	p := &RoundRobin{addrs: addrs}
+	p.next = &p.own
+	return p
+}
+
+// NewRoundRobinShared is NewRoundRobin with a position counter shared with
+// other pickers: a cluster whose healthy endpoints change gets a new picker
+// each time, and sharing the counter keeps the rotation going across them
+// rather than restarting at the first endpoint.
+func NewRoundRobinShared(addrs []string, next *atomic.Uint64) *RoundRobin {
+	return &RoundRobin{addrs: addrs, next: next}
 }
 
 // Pick returns the next address, or false when there are no endpoints.

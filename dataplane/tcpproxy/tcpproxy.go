@@ -25,6 +25,7 @@ import (
 	"github.com/tinymesh/tinymesh/dataplane/listener"
 	"github.com/tinymesh/tinymesh/dataplane/rbac"
 	"github.com/tinymesh/tinymesh/dataplane/stream"
+	"github.com/tinymesh/tinymesh/dataplane/tracing"
 )
 
 // maxConnectAttempts bounds the upstream connects per downstream connection.
@@ -45,6 +46,8 @@ type State struct {
 	Inbound  bool
 	Opened   stream.Observer
 	Observe  stream.Observer
+	// Tracer traces each connection (tracing.go); nil: tracing off.
+	Tracer *tracing.Tracer
 }
 
 // Server serves one listener's connections.
@@ -132,6 +135,21 @@ func (s *Server) track(c net.Conn) bool {
 	return true
 }
 
+// trackUpstream tracks the upstream connection of a downstream one that is
+// already being served. A graceful Shutdown lets such connections finish, so
+// only Close (which cancels ctx before closing what is tracked) refuses it:
+// refusing it once the listener stops accepting would reset a connection the
+// proxy had accepted before the drain began.
+func (s *Server) trackUpstream(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
 func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -144,11 +162,13 @@ func (s *Server) handle(down net.Conn) {
 	defer down.Close()
 	st := s.state.Load()
 	var si *stream.Info
-	if st.Observe != nil {
+	var sp *tracing.Span // nil when tracing is off
+	if st.Observe != nil || st.Tracer != nil {
 		si = stream.Get()
 		si.Start, si.Listener, si.Inbound, si.Protocol = time.Now(), st.Listener, st.Inbound, "tcp"
 		si.DownstreamRemote = down.RemoteAddr().String()
-		defer s.endStream(st.Observe, si, down)
+		sp = startSpan(st, si) // tracing.go
+		defer s.endStream(st.Observe, si, sp, down)
 	}
 	if st.RBAC != nil && !s.authorize(down, st.RBAC, si) {
 		return
@@ -163,7 +183,7 @@ func (s *Server) handle(down net.Conn) {
 	if si != nil {
 		si.Cluster = st.Cluster.Name
 	}
-	addr, ok := st.Cluster.Picker.Pick()
+	addr, ok := st.Cluster.Pick()
 	if !ok {
 		s.log.Warn("tcp proxy: no healthy upstream", "cluster", st.Cluster.Name)
 		if si != nil {
@@ -183,15 +203,23 @@ func (s *Server) handle(down net.Conn) {
 		tried[n] = addr
 		n++
 		up, err = st.Cluster.Upstream.DialContext(s.ctx, "tcp", addr)
-		if err == nil || n == maxConnectAttempts || s.ctx.Err() != nil {
+		// max_connections overflow: refuse the downstream, as Envoy does.
+		if err == nil || n == maxConnectAttempts || s.ctx.Err() != nil || errors.Is(err, cluster.ErrOverflow) {
 			break
 		}
-		next, _ := st.Cluster.Picker.PickExcept(tried[:n])
+		next, _ := st.Cluster.PickExcept(tried[:n])
 		s.log.Debug("tcp proxy: upstream connect failed, retrying", "cluster", st.Cluster.Name, "endpoint", addr, "next", next, "attempt", n, "err", err)
 		addr = next
 	}
 	if si != nil {
 		si.Attempts, si.UpstreamHost = n, addr
+	}
+	if errors.Is(err, cluster.ErrOverflow) {
+		s.log.Debug("tcp proxy: circuit breaker open (max_connections)", "cluster", st.Cluster.Name)
+		if si != nil {
+			si.Flags |= stream.UpstreamOverflow
+		}
+		return
 	}
 	if err != nil {
 		s.log.Warn("tcp proxy: upstream connect failure", "cluster", st.Cluster.Name, "endpoint", addr, "attempts", n, "err", err)
@@ -203,11 +231,13 @@ func (s *Server) handle(down net.Conn) {
 		}
 		return
 	}
-	if !s.track(up) {
+	st.Cluster.Upstream.ObserveConnect(st.Cluster.Upstream.Endpoint(addr)) // outlier detection
+	if !s.trackUpstream(up) {
 		up.Close()
 		return
 	}
 	defer s.untrack(up)
+	upstreamPeer(sp, up) // tracing.go
 	if si != nil && st.Opened != nil {
 		st.Opened(si)
 	}
@@ -218,13 +248,17 @@ func (s *Server) handle(down net.Conn) {
 }
 
 // endStream completes si (the peer's identity is known once the handshake,
-// which the first Read runs, is done), hands it to obs and pools it.
-func (s *Server) endStream(obs stream.Observer, si *stream.Info, down net.Conn) {
+// which the first Read runs, is done), hands it to obs (if any) and the
+// connection's span, and pools it.
+func (s *Server) endStream(obs stream.Observer, si *stream.Info, sp *tracing.Span, down net.Conn) {
 	if ci := listener.Info(down); ci != nil {
 		si.PeerID, si.MTLS = ci.PeerID, ci.PeerCertSHA256 != ""
 	}
 	si.Duration = time.Since(si.Start)
-	obs(si)
+	if obs != nil {
+		obs(si)
+	}
+	sp.End(si)
 	stream.Put(si)
 }
 
@@ -282,9 +316,9 @@ func SpliceCount(a, b net.Conn, idle time.Duration) (ab, ba int64) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		ba = pipe(b, a, idle, &last)
+		ab = pipe(b, a, idle, &last) // pipe(dst, src): a to b
 	}()
-	ab = pipe(a, b, idle, &last)
+	ba = pipe(a, b, idle, &last) // b to a
 	<-done
 	a.Close()
 	b.Close()

@@ -5,8 +5,11 @@
 // child or as the root of a new trace, writes this proxy's span as the parent
 // into the outbound request's traceparent, and ends the span with what the
 // finished stream (stream.Info) says: status code, gRPC status, cluster,
-// upstream endpoint, peer SPIFFE ID and response flags. Spans are exported in
-// batches with OpenTelemetry's SDK and OTLP/HTTP exporter.
+// upstream endpoint, peer SPIFFE ID and response flags. TCP connections get
+// one root span each (StartTCP, tcp.go: TCP carries no trace context). Spans
+// are exported in batches with OpenTelemetry's SDK over OTLP/HTTP or OTLP/gRPC
+// (export.go; gRPC to a target or, like Envoy's envoy_grpc, to a cluster of
+// the proxy through Options.DialCluster).
 //
 // Sampling is parent-based: a caller's decision (W3C flag, B3 sampled or
 // debug) is kept; new traces, and B3 callers that deferred, are sampled at

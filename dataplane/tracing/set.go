@@ -29,9 +29,9 @@ type Set struct {
 }
 
 // NewSet returns an empty Set whose tracers take their resource attributes
-// (ServiceName, Namespace, NodeID) and BatchTimeout from base; endpoint,
-// timeout and sampling come from each config, and a config's ServiceName
-// overrides base's.
+// (ServiceName, Namespace, NodeID), BatchTimeout and DialCluster from base;
+// protocol, endpoint or cluster, timeout and sampling come from each config,
+// and a config's ServiceName overrides base's.
 func NewSet(base Options) *Set {
 	return &Set{base: base, tracers: make(map[config.Tracing]*Tracer)}
 }
@@ -55,13 +55,14 @@ func (s *Set) Use(cfgs []config.Tracing) (map[config.Tracing]*Tracer, []error) {
 			continue
 		}
 		o := s.base
-		o.Endpoint, o.Timeout, o.SamplingPercent = c.Endpoint, c.Timeout, c.SamplingPercent
+		o.Protocol, o.Endpoint, o.TLS, o.Cluster, o.Authority = c.Protocol, c.Endpoint, c.TLS, c.Cluster, c.Authority
+		o.Timeout, o.SamplingPercent = c.Timeout, c.SamplingPercent
 		if c.ServiceName != "" {
 			o.ServiceName = c.ServiceName
 		}
 		t, err := New(o)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("tracing to %s: %w", c.Endpoint, err))
+			errs = append(errs, fmt.Errorf("tracing to %s: %w", describe(c), err))
 			continue
 		}
 		out[c] = t
@@ -96,4 +97,12 @@ func (s *Set) Close(ctx context.Context) error {
 	}
 	s.closing.Wait()
 	return first
+}
+
+// describe names where c exports to, for errors.
+func describe(c config.Tracing) string {
+	if c.Cluster != "" {
+		return c.Protocol.String() + " cluster " + c.Cluster
+	}
+	return c.Protocol.String() + " " + c.Endpoint
 }

@@ -3,19 +3,19 @@ package tracing
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/stream"
 )
 
@@ -25,12 +25,30 @@ const DefaultSamplingPercent = 100
 
 // Options configure a Tracer.
 type Options struct {
-	// Endpoint is the OTLP/HTTP collector: host:port (plaintext, path
-	// /v1/traces) or a URL, http://host:port/path or https://... Required.
+	// Protocol is the export protocol: OTLP/HTTP (the zero value) or
+	// OTLP/gRPC.
+	Protocol config.TracingProtocol
+	// Endpoint is, for OTLP/HTTP, the collector: host:port (plaintext, path
+	// /v1/traces) or a URL, http://host:port/path or https://...; for
+	// OTLP/gRPC, the collector's gRPC target (host:port, dns:///host:port),
+	// plaintext unless TLS. Required unless Cluster is set.
 	Endpoint string
+	// TLS (OTLP/gRPC to Endpoint) verifies the collector with the system
+	// roots; otherwise the channel is plaintext.
+	TLS bool
+	// Cluster (OTLP/gRPC only) sends the export to an endpoint of this
+	// cluster, as Envoy's envoy_grpc does, through DialCluster; Authority
+	// is the :authority of the export requests (default: the cluster name).
+	Cluster   string
+	Authority string
+	// DialCluster connects to an endpoint of the named cluster with the
+	// cluster's transport (the proxy picks it as for traffic and adds the
+	// cluster's TLS). Required with Cluster; called on the exporter's
+	// goroutine, whenever its channel (re)connects.
+	DialCluster func(ctx context.Context, cluster string) (net.Conn, error)
 	// SamplingPercent (0 to 100) is the share of new traces sampled: requests
-	// that arrive without a sampling decision. Requests whose caller decided
-	// keep the caller's decision (parent-based sampling).
+	// that arrive without a sampling decision, and TCP connections. Requests
+	// whose caller decided keep the caller's decision (parent-based sampling).
 	SamplingPercent float64
 	// ServiceName is the service.name resource attribute: the workload
 	// name. Namespace is service.namespace; NodeID service.instance.id.
@@ -44,35 +62,26 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// Tracer starts the spans of requests and exports them in batches over
-// OTLP/HTTP. It is safe for concurrent use. A nil *Tracer is tracing off.
+// Tracer starts the spans of requests and TCP connections and exports them
+// in batches over OTLP/HTTP or OTLP/gRPC. It is safe for concurrent use. A
+// nil *Tracer is tracing off.
 type Tracer struct {
 	// Set in New, read-only after.
 	provider *sdktrace.TracerProvider
 	tracer   trace.Tracer
+	closeExp func() error // releases what the exporter does not own (a gRPC channel)
 }
 
-// New returns a Tracer exporting to o.Endpoint. It does not connect: the
-// exporter dials when the first batch is sent. Close flushes and stops it.
+// New returns a Tracer exporting to o.Endpoint or o.Cluster. It does not
+// connect: the exporter dials when the first batch is sent. Close flushes
+// and stops it.
 func New(o Options) (*Tracer, error) {
-	if o.Endpoint == "" {
-		return nil, errors.New("tracing: endpoint is required")
-	}
 	if !(o.SamplingPercent >= 0 && o.SamplingPercent <= 100) {
 		return nil, fmt.Errorf("tracing: sampling percent %v: want 0 to 100", o.SamplingPercent)
 	}
-	var eopts []otlptracehttp.Option
-	if strings.Contains(o.Endpoint, "://") {
-		eopts = append(eopts, otlptracehttp.WithEndpointURL(o.Endpoint))
-	} else {
-		eopts = append(eopts, otlptracehttp.WithEndpoint(o.Endpoint), otlptracehttp.WithInsecure())
-	}
-	if o.Timeout > 0 {
-		eopts = append(eopts, otlptracehttp.WithTimeout(o.Timeout))
-	}
-	exp, err := otlptracehttp.New(context.Background(), eopts...)
+	exp, closeExp, err := newExporter(o) // export.go
 	if err != nil {
-		return nil, fmt.Errorf("tracing: OTLP exporter for %q: %w", o.Endpoint, err)
+		return nil, err
 	}
 	attrs := []attribute.KeyValue{attribute.String("service.name", o.ServiceName)}
 	if o.Namespace != "" {
@@ -93,7 +102,7 @@ func New(o Options) (*Tracer, error) {
 		sdktrace.WithSampler(sampler{parent: sdktrace.ParentBased(ratio), root: ratio}),
 		sdktrace.WithBatcher(exp, bopts...),
 	)
-	return &Tracer{provider: tp, tracer: tp.Tracer("github.com/tinymesh/tinymesh/dataplane/tracing")}, nil
+	return &Tracer{provider: tp, tracer: tp.Tracer("github.com/tinymesh/tinymesh/dataplane/tracing"), closeExp: closeExp}, nil
 }
 
 // Flush exports every finished span now; tests use it instead of waiting
@@ -102,7 +111,13 @@ func (t *Tracer) Flush(ctx context.Context) error { return t.provider.ForceFlush
 
 // Close exports the spans still queued, until ctx is done, and stops the
 // exporter. Spans ended afterwards are dropped.
-func (t *Tracer) Close(ctx context.Context) error { return t.provider.Shutdown(ctx) }
+func (t *Tracer) Close(ctx context.Context) error {
+	err := t.provider.Shutdown(ctx)
+	if cerr := t.closeExp(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // deferredKey marks a request context whose remote parent left sampling to
 // this proxy (B3 without a sampling state).
@@ -128,6 +143,7 @@ func (s sampler) Description() string { return "MeshSampler{" + s.parent.Descrip
 type Span struct {
 	span    trace.Span
 	inbound bool
+	tcp     bool // a TCP connection's span (tcp.go)
 	tid     [16]byte
 	sid     [8]byte
 	sampled bool
@@ -195,7 +211,11 @@ func (s *Span) End(info *stream.Info) {
 		return
 	}
 	if info != nil && s.span.IsRecording() {
-		s.record(info)
+		if s.tcp {
+			s.recordTCP(info) // tcp.go
+		} else {
+			s.record(info)
+		}
 	}
 	s.span.End()
 }

@@ -2,7 +2,10 @@ package tracing_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +13,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"go.uber.org/goleak"
 
+	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/stream"
 	"github.com/tinymesh/tinymesh/dataplane/tracing"
 	"github.com/tinymesh/tinymesh/dataplane/tracing/tracingtest"
@@ -201,5 +205,120 @@ func BenchmarkStartEnd(b *testing.B) {
 		out := http.Header{}
 		sp.Inject(out)
 		sp.End(info)
+	}
+}
+
+// TestGRPCExport: OTLP/gRPC to a target and to a cluster (through the
+// cluster dialer, with the configured :authority) reaches a real gRPC
+// TraceService with the same span a request made.
+func TestGRPCExport(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts func(col *tracingtest.Collector, dialed *atomic.Int32) tracing.Options
+	}{
+		{name: "target", opts: func(col *tracingtest.Collector, _ *atomic.Int32) tracing.Options {
+			return tracing.Options{Protocol: config.TracingGRPC, Endpoint: col.Endpoint()}
+		}},
+		{name: "dns target", opts: func(col *tracingtest.Collector, _ *atomic.Int32) tracing.Options {
+			return tracing.Options{Protocol: config.TracingGRPC, Endpoint: "dns:///" + col.Endpoint()}
+		}},
+		{name: "cluster", opts: func(col *tracingtest.Collector, dialed *atomic.Int32) tracing.Options {
+			return tracing.Options{Protocol: config.TracingGRPC, Cluster: "opentelemetry|collector:4317", Authority: "collector:4317",
+				DialCluster: func(ctx context.Context, cluster string) (net.Conn, error) {
+					if cluster != "opentelemetry|collector:4317" {
+						return nil, fmt.Errorf("dialed cluster %q", cluster)
+					}
+					dialed.Add(1)
+					var d net.Dialer
+					return d.DialContext(ctx, "tcp", col.Endpoint())
+				}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			col := tracingtest.NewGRPCCollector(t)
+			var dialed atomic.Int32
+			o := tc.opts(col, &dialed)
+			o.SamplingPercent, o.ServiceName = 100, "web"
+			tr, err := tracing.New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := tr.Close(context.Background()); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			}()
+			sp := tr.Start(context.Background(), http.Header{"Traceparent": {"00-" + tidHex + "-" + sidHex + "-01"}}, "GET", true)
+			sp.End(&stream.Info{Method: "GET", Path: "/", ResponseCode: 200, GRPCStatus: -1})
+			flush(t, tr)
+			got := col.WaitSpans(t, 1)[0]
+			if got.TraceID != tidHex || got.ParentSpanID != sidHex || got.Kind != tracepb.Span_SPAN_KIND_SERVER || got.Resource["service.name"] != "web" {
+				t.Errorf("span %+v: want a SERVER span of web, child of %s in trace %s", got, sidHex, tidHex)
+			}
+			if o.Cluster != "" && dialed.Load() == 0 {
+				t.Errorf("exported without dialing the cluster")
+			}
+		})
+	}
+}
+
+// TestTCPSpan: a TCP connection's span is a root span with the connection's
+// attributes and, on a connect failure, an error status with the flags.
+func TestTCPSpan(t *testing.T) {
+	col := tracingtest.NewGRPCCollector(t)
+	tr, err := tracing.New(tracing.Options{Protocol: config.TracingGRPC, Endpoint: col.Endpoint(), SamplingPercent: 100, ServiceName: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close(context.Background())
+
+	ok := tr.StartTCP("inbound|5432||", true)
+	ok.SetUpstreamPeer("") // records nothing
+	ok.End(&stream.Info{DownstreamRemote: "127.0.0.9:40000", Cluster: "inbound|5432||", UpstreamHost: "127.0.0.1:5432",
+		BytesReceived: 10, BytesSent: 20, PeerID: "spiffe://cluster.local/ns/default/sa/web", Attempts: 1, GRPCStatus: -1})
+	failed := tr.StartTCP("outbound|5432||db.default.svc.cluster.local", false)
+	failed.End(&stream.Info{DownstreamRemote: "[::1]:40001", Cluster: "outbound|5432||db.default.svc.cluster.local",
+		UpstreamHost: "127.0.0.2:15006", Attempts: 3, Flags: stream.UpstreamConnectionFailure | stream.UpstreamRetryLimitExceeded, GRPCStatus: -1})
+	flush(t, tr)
+	spans := col.WaitSpans(t, 2)
+	byName := map[string]tracingtest.Span{}
+	for _, s := range spans {
+		byName[s.Name] = s
+	}
+	in := byName["inbound|5432||"]
+	if in.Kind != tracepb.Span_SPAN_KIND_SERVER || in.ParentSpanID != "" || in.TraceID != ok.TraceID() || in.Error {
+		t.Errorf("inbound span %+v: want an OK root SERVER span in trace %s", in, ok.TraceID())
+	}
+	wantIn := map[string]string{"network.transport": "tcp", "network.peer.address": "127.0.0.9", "network.peer.port": "40000",
+		"upstream_cluster": "inbound|5432||", "upstream_address": "127.0.0.1:5432", "bytes_received": "10", "bytes_sent": "20",
+		"peer.spiffe_id": "spiffe://cluster.local/ns/default/sa/web", "response_flags": "-"}
+	if d := cmp.Diff(wantIn, in.Attrs); d != "" {
+		t.Errorf("inbound attributes (-want +got):\n%s", d)
+	}
+	out := byName["outbound|5432||db.default.svc.cluster.local"]
+	if out.Kind != tracepb.Span_SPAN_KIND_CLIENT || out.ParentSpanID != "" || !out.Error || out.StatusMessage != "UF,URX" {
+		t.Errorf("outbound span %+v: want a root CLIENT span with error UF,URX", out)
+	}
+	wantOut := map[string]string{"network.transport": "tcp", "network.peer.address": "::1", "network.peer.port": "40001",
+		"upstream_cluster": "outbound|5432||db.default.svc.cluster.local", "upstream_address": "127.0.0.2:15006",
+		"bytes_received": "0", "bytes_sent": "0", "response_flags": "UF,URX", "upstream_connect_attempts": "3"}
+	if d := cmp.Diff(wantOut, out.Attrs); d != "" {
+		t.Errorf("outbound attributes (-want +got):\n%s", d)
+	}
+}
+
+// TestTCPOffAllocs: with tracing off a TCP connection's tracing calls cost
+// nothing.
+func TestTCPOffAllocs(t *testing.T) {
+	var tr *tracing.Tracer
+	info := &stream.Info{}
+	n := testing.AllocsPerRun(100, func() {
+		sp := tr.StartTCP("c", true)
+		sp.SetUpstreamPeer("spiffe://x/y")
+		info.TraceID = sp.TraceID()
+		sp.End(info)
+	})
+	if n != 0 {
+		t.Errorf("tracing off: %v allocs per connection, want 0", n)
 	}
 }

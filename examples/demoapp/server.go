@@ -131,7 +131,13 @@ func (s *server) Serve() error {
 	}()
 	if s.grpcLis != nil {
 		n++
-		go func() { errc <- s.grpcSrv.Serve(s.grpcLis) }()
+		go func() {
+			err := s.grpcSrv.Serve(s.grpcLis)
+			if errors.Is(err, grpc.ErrServerStopped) {
+				err = nil // Close ran before Serve started
+			}
+			errc <- err
+		}()
 	}
 	var first error
 	for range n {

@@ -39,6 +39,9 @@ type Model struct {
 	AuthorizationPolicies []*v1alpha1.AuthorizationPolicy
 	// Telemetries set workloads' access logs (docs/observability.md).
 	Telemetries []*v1alpha1.Telemetry
+	// DestinationRules set clients' circuit breakers, outlier detection and
+	// health checks per Service (docs/resilience.md).
+	DestinationRules []*v1alpha1.DestinationRule
 	// TrustDomain is the SPIFFE trust domain that SPIFFE IDs in policies must
 	// belong to; empty means identity.DefaultTrustDomain. The source sets it
 	// from its configuration before Validate.

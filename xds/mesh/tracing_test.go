@@ -63,7 +63,15 @@ func TestValidateTracing(t *testing.T) {
 		{"no endpoint", &v1alpha1.Tracing{}, `Telemetry default/a: spec.tracing.endpoint: must be an http:// or https:// URL of an OTLP/HTTP collector, got ""`},
 		{"host:port", &v1alpha1.Tracing{Endpoint: "collector:4318"}, `Telemetry default/a: spec.tracing.endpoint: must be an http:// or https:// URL of an OTLP/HTTP collector, got "collector:4318"`},
 		{"sampling", &v1alpha1.Tracing{Endpoint: "http://c:4318/v1/traces", SamplingPercent: ptr.To(-1.0)}, "Telemetry default/a: spec.tracing.samplingPercent: must be in 0..100, got -1"},
-		{"disabled with endpoint", &v1alpha1.Tracing{Disabled: true, Endpoint: "http://c:4318"}, "Telemetry default/a: spec.tracing.disabled: endpoint and samplingPercent must be empty when disabled"},
+		{"disabled with endpoint", &v1alpha1.Tracing{Disabled: true, Endpoint: "http://c:4318"}, "Telemetry default/a: spec.tracing.disabled: endpoint, protocol and samplingPercent must be empty when disabled"},
+		{"grpc", &v1alpha1.Tracing{Protocol: "grpc", Endpoint: "otel-collector.observability:4317"}, ""},
+		{"grpc ip", &v1alpha1.Tracing{Protocol: "grpc", Endpoint: "[::1]:4317"}, ""},
+		{"explicit http", &v1alpha1.Tracing{Protocol: "http", Endpoint: "http://c:4318/v1/traces"}, ""},
+		{"grpc url", &v1alpha1.Tracing{Protocol: "grpc", Endpoint: "http://c:4317"}, `Telemetry default/a: spec.tracing.endpoint: must be host:port of an OTLP/gRPC collector, got "http://c:4317": address http://c:4317: too many colons in address`},
+		{"grpc port", &v1alpha1.Tracing{Protocol: "grpc", Endpoint: "c:0"}, `Telemetry default/a: spec.tracing.endpoint: must be host:port of an OTLP/gRPC collector, got "c:0": port "0": want 1..65535`},
+		{"grpc host", &v1alpha1.Tracing{Protocol: "grpc", Endpoint: "c_x:4317"}, `Telemetry default/a: spec.tracing.endpoint: must be host:port of an OTLP/gRPC collector, got "c_x:4317": host "c_x": want a DNS name or an IP address`},
+		{"unknown protocol", &v1alpha1.Tracing{Protocol: "zipkin", Endpoint: "c:9411"}, `Telemetry default/a: spec.tracing.protocol: unsupported "zipkin" (want http or grpc)`},
+		{"disabled with protocol", &v1alpha1.Tracing{Disabled: true, Protocol: "grpc"}, "Telemetry default/a: spec.tracing.disabled: endpoint, protocol and samplingPercent must be empty when disabled"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &mesh.Model{Telemetries: []*v1alpha1.Telemetry{

@@ -51,6 +51,7 @@ func (m *Model) Normalize() {
 	normalize(m.PeerAuthentications)
 	normalize(m.AuthorizationPolicies)
 	normalize(m.Telemetries)
+	normalize(m.DestinationRules)
 }
 
 // normalize gives every resource without a namespace the default one and sorts
@@ -122,6 +123,12 @@ func (m *Model) Validate() error {
 				wide[t.Namespace] = t.Name
 			}
 		}
+	}
+	owner := map[string]string{} // "namespace/service" -> the DestinationRule for it
+	for _, r := range m.DestinationRules {
+		k := Key{v1alpha1.KindDestinationRule, r.Namespace, r.Name}
+		dup(k)
+		v.destinationRule(k, r, owner) // destinationrule.go
 	}
 	return errors.Join(v.errs...)
 }

@@ -142,6 +142,13 @@ func Assemble(s *Set, version string, fill bool) (*config.Snapshot, Missing) {
 		case l.Config.TCP != nil:
 			needClusters[l.Config.TCP.Cluster] = true
 		}
+		// A tracer exporting through a cluster (envoy_grpc) needs it like a
+		// route does: Envoy refuses a gRPC client for an unknown cluster.
+		for _, t := range []*config.Tracing{httpTracing(lc), tcpTracing(lc)} {
+			if t != nil && t.Cluster != "" {
+				needClusters[t.Cluster] = true
+			}
+		}
 	}
 	sort.Slice(snap.Listeners, func(i, j int) bool { return snap.Listeners[i].Name < snap.Listeners[j].Name })
 	for name, c := range s.Clusters {
@@ -250,4 +257,18 @@ func resolveUpstreamTLS(s *Set, cc *config.Cluster, miss *Missing) bool {
 	}
 	cc.TLS = &nt
 	return ok
+}
+
+func httpTracing(l *config.Listener) *config.Tracing {
+	if l.HTTP == nil {
+		return nil
+	}
+	return l.HTTP.Tracing
+}
+
+func tcpTracing(l *config.Listener) *config.Tracing {
+	if l.TCP == nil {
+		return nil
+	}
+	return l.TCP.Tracing
 }

@@ -122,3 +122,42 @@ func TestErrorAs(t *testing.T) {
 		t.Errorf("error %v (%#v): want a *resource.Error for RouteConfiguration field name", err, re)
 	}
 }
+
+// A tracer that exports through a cluster (envoy_grpc) makes the snapshot wait
+// for that cluster like a route's cluster: until it arrives the set is missing it.
+func TestAssembleTracingCluster(t *testing.T) {
+	s := mustSet(t, true, true)
+	for _, name := range []string{"a_http", "tcp"} {
+		l := *s.Listeners[name]
+		cfg := *l.Config
+		tr := &config.Tracing{Protocol: config.TracingGRPC, Cluster: "otel-" + name}
+		if cfg.HTTP != nil {
+			h := *cfg.HTTP
+			h.Tracing = tr
+			cfg.HTTP = &h
+		} else {
+			tcp := *cfg.TCP
+			tcp.Tracing = tr
+			cfg.TCP = &tcp
+		}
+		l.Config = &cfg
+		s.Listeners[name] = &l
+	}
+	snap, miss := resource.Assemble(s, "v1", false)
+	if snap != nil {
+		t.Fatalf("Assemble returned a snapshot without the tracing clusters")
+	}
+	if diff := cmp.Diff([]string{"otel-a_http", "otel-tcp"}, miss.Clusters); diff != "" {
+		t.Errorf("missing clusters (-want +got):\n%s", diff)
+	}
+	for _, name := range []string{"otel-a_http", "otel-tcp"} {
+		c, err := resource.DecodeCluster(xdstest.StaticCluster(name, "127.0.0.1:4317"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Clusters[name] = c
+	}
+	if snap, miss = resource.Assemble(s, "v1", false); snap == nil || !miss.Empty() {
+		t.Errorf("with the tracing clusters: snapshot %v, missing %+v", snap != nil, miss)
+	}
+}

@@ -80,13 +80,17 @@ func DecodeCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if len(c.GetTransportSocketMatches()) > 0 {
 		return nil, p.at("transport_socket_matches").errorf("not supported (use transport_socket)")
 	}
-	if len(c.GetHealthChecks()) > 0 {
-		return nil, p.at("health_checks").errorf("active health checks are not supported")
-	}
-	if c.GetOutlierDetection() != nil {
-		return nil, p.at("outlier_detection").errorf("not supported")
-	}
 	var err error
+	if out.Config.CircuitBreakers, err = decodeCircuitBreakers(p.at("circuit_breakers"), c.GetCircuitBreakers()); err != nil {
+		return nil, err
+	}
+	if out.Config.OutlierDetection, err = decodeOutlierDetection(p.at("outlier_detection"), c.GetOutlierDetection()); err != nil {
+		return nil, err
+	}
+	panicThreshold, err := decodePanicThreshold(p.at("common_lb_config"), c.GetCommonLbConfig())
+	if err != nil {
+		return nil, err
+	}
 	if out.Config.ConnectTimeout, err = duration(p.at("connect_timeout"), c.GetConnectTimeout(), defaultConnectTimeout); err != nil {
 		return nil, err
 	}
@@ -111,6 +115,13 @@ func DecodeCluster(c *clusterv3.Cluster) (*Cluster, error) {
 			return nil, err
 		}
 		out.Config.Protocol = proto
+	}
+	// After the protocol: gRPC health checks need HTTP/2.
+	if out.Config.HealthCheck, err = decodeHealthChecks(p, c.GetHealthChecks(), out.Config.Protocol); err != nil {
+		return nil, err
+	}
+	if out.Config.OutlierDetection != nil || out.Config.HealthCheck != nil {
+		out.Config.HealthyPanicThreshold = panicThreshold // meaningless without them
 	}
 	// After the protocol: the ALPN offered must include the one spoken.
 	if out.Config.TLS, err = decodeUpstreamTLS(p.at("transport_socket"), c.GetTransportSocket(), out.Config.Protocol); err != nil {

@@ -106,8 +106,8 @@ func TestDecodeClusterErrors(t *testing.T) {
 		}), q + "typed_extension_protocol_options[envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions]: unsupported protocol options"},
 		{"zero connect timeout", withCluster(func(c *clusterv3.Cluster) { c.ConnectTimeout = durationpb.New(0) }),
 			q + "connect_timeout: must be positive"},
-		{"health checks", withCluster(func(c *clusterv3.Cluster) { c.HealthChecks = []*corev3.HealthCheck{{}} }),
-			q + "health_checks: active health checks are not supported"},
+		{"health check without timeout", withCluster(func(c *clusterv3.Cluster) { c.HealthChecks = []*corev3.HealthCheck{{}} }),
+			q + "health_checks[0].timeout: must be set"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

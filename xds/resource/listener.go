@@ -116,6 +116,9 @@ func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
 		if err != nil {
 			return nil, err
 		}
+		if tcp.Tracing, err = decodeTCPTracing(p, l.GetMetadata()); err != nil { // tracing.go
+			return nil, err
+		}
 		out.Config.TCP = tcp
 	default:
 		return nil, fp.at("typed_config").errorf("unsupported filter %s", tc.GetTypeUrl())

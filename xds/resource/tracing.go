@@ -4,6 +4,7 @@ import (
 	"math"
 	"net/url"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -17,12 +18,16 @@ const (
 )
 
 // decodeTracing decodes an HCM's tracing: provider envoy.tracers.opentelemetry
-// with an http_service (OTLP/HTTP; http_uri.uri is the collector's URL, its
-// cluster is not used: the proxy dials the URI's host), service_name, and
-// random_sampling. Everything else that changes behaviour (grpc_service,
-// client_sampling and overall_sampling below 100, custom_tags, verbose,
-// samplers, resource detectors, exporter extensions, extra headers) is
-// refused with its field path rather than silently ignored. nil: no tracing.
+// exporting with a grpc_service (OTLP/gRPC: envoy_grpc to a cluster, or
+// google_grpc to a target URI) or an http_service (OTLP/HTTP; http_uri.uri is
+// the collector's URL, its cluster is not used: the proxy dials the URI's
+// host), service_name, and random_sampling. With both services set, gRPC is
+// used, as Envoy does. Everything else that changes behaviour
+// (client_sampling and overall_sampling below 100, custom_tags, verbose,
+// samplers, resource detectors, exporter extensions, extra headers or
+// metadata, credentials other than TLS with the system roots, retry
+// policies) is refused with its field path rather than silently ignored.
+// nil: no tracing.
 func decodeTracing(p path, t *hcmv3.HttpConnectionManager_Tracing) (*config.Tracing, error) {
 	if t == nil {
 		return nil, nil
@@ -70,18 +75,23 @@ func decodeTracing(p path, t *hcmv3.HttpConnectionManager_Tracing) (*config.Trac
 		return nil, cp.errorf("%v", err)
 	}
 	switch {
-	case ot.GetGrpcService() != nil:
-		return nil, cp.at("grpc_service").errorf("not supported: meshproxy exports OTLP over HTTP; use http_service")
 	case ot.GetExporter() != nil:
-		return nil, cp.at("exporter").errorf("not supported; use http_service")
+		return nil, cp.at("exporter").errorf("not supported; use grpc_service or http_service")
 	case len(ot.GetResourceDetectors()) > 0:
 		return nil, cp.at("resource_detectors").errorf("not supported")
 	case ot.GetSampler() != nil:
 		return nil, cp.at("sampler").errorf("not supported; use the HCM's random_sampling")
 	}
+	c.ServiceName = ot.GetServiceName()
+	if gs := ot.GetGrpcService(); gs != nil {
+		if err := decodeTracingGRPC(cp.at("grpc_service"), gs, c); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 	hs := ot.GetHttpService()
 	if hs == nil {
-		return nil, cp.at("http_service").errorf("must be set")
+		return nil, cp.errorf("one of grpc_service and http_service must be set")
 	}
 	hp := cp.at("http_service")
 	if len(hs.GetRequestHeadersToAdd()) > 0 {
@@ -100,6 +110,98 @@ func decodeTracing(p path, t *hcmv3.HttpConnectionManager_Tracing) (*config.Trac
 		}
 		c.Timeout = d.AsDuration()
 	}
-	c.ServiceName = ot.GetServiceName()
 	return c, nil
+}
+
+// decodeTracingGRPC decodes the OpenTelemetry tracer's grpc_service into c:
+// envoy_grpc (cluster_name, the cluster whose endpoints receive the export,
+// dialed with the cluster's transport; authority) or google_grpc
+// (target_uri, plaintext without channel_credentials, TLS verified with the
+// system roots for an empty ssl_credentials), and timeout (per export).
+// Fields that change what is sent or how it is authenticated are refused.
+func decodeTracingGRPC(p path, gs *corev3.GrpcService, c *config.Tracing) error {
+	c.Protocol = config.TracingGRPC
+	switch {
+	case len(gs.GetInitialMetadata()) > 0:
+		return p.at("initial_metadata").errorf("not supported")
+	case gs.GetRetryPolicy() != nil:
+		return p.at("retry_policy").errorf("not supported (the exporter retries UNAVAILABLE with backoff)")
+	}
+	if d := gs.GetTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return p.at("timeout").errorf("invalid duration")
+		}
+		c.Timeout = d.AsDuration()
+	}
+	switch ts := gs.GetTargetSpecifier().(type) {
+	case *corev3.GrpcService_EnvoyGrpc_:
+		ep := p.at("envoy_grpc")
+		eg := ts.EnvoyGrpc
+		if eg.GetClusterName() == "" {
+			return ep.at("cluster_name").errorf("must not be empty")
+		}
+		if eg.GetRetryPolicy() != nil {
+			return ep.at("retry_policy").errorf("not supported (the exporter retries UNAVAILABLE with backoff)")
+		}
+		c.Cluster, c.Authority = eg.GetClusterName(), eg.GetAuthority()
+	case *corev3.GrpcService_GoogleGrpc_:
+		gp := p.at("google_grpc")
+		gg := ts.GoogleGrpc
+		if gg.GetTargetUri() == "" {
+			return gp.at("target_uri").errorf("must not be empty")
+		}
+		switch {
+		case len(gg.GetCallCredentials()) > 0:
+			return gp.at("call_credentials").errorf("not supported")
+		case gg.GetCredentialsFactoryName() != "":
+			return gp.at("credentials_factory_name").errorf("not supported")
+		case gg.GetConfig() != nil:
+			return gp.at("config").errorf("not supported")
+		case gg.GetChannelArgs() != nil:
+			return gp.at("channel_args").errorf("not supported")
+		}
+		if cc := gg.GetChannelCredentials(); cc != nil {
+			ssl, ok := cc.GetCredentialSpecifier().(*corev3.GrpcService_GoogleGrpc_ChannelCredentials_SslCredentials)
+			if !ok {
+				return gp.at("channel_credentials").errorf("only ssl_credentials is supported")
+			}
+			if s := ssl.SslCredentials; s.GetRootCerts() != nil || s.GetPrivateKey() != nil || s.GetCertChain() != nil {
+				return gp.at("channel_credentials.ssl_credentials").errorf("only the system roots are supported (root_certs, private_key and cert_chain must be empty)")
+			}
+			c.TLS = true
+		}
+		c.Endpoint = gg.GetTargetUri()
+	default:
+		return p.errorf("one of envoy_grpc and google_grpc must be set")
+	}
+	return nil
+}
+
+// tcpTracingKey is the listener metadata key (typed_filter_metadata) that
+// carries a TCP listener's tracing: tcp_proxy has no tracing field in Envoy,
+// which does not trace TCP and ignores metadata it does not know, so the
+// same Listener stays valid Envoy config.
+const tcpTracingKey = "tinymesh.io/tracing"
+
+// typeHCMTracing is the type of tcpTracingKey's value: the HCM's own tracing
+// message, decoded exactly like an HCM's.
+const typeHCMTracing = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing"
+
+// decodeTCPTracing decodes the tracing of a TCP listener from its metadata
+// (typed_filter_metadata[tinymesh.io/tracing], an HttpConnectionManager.Tracing);
+// nil when it has none.
+func decodeTCPTracing(p path, md *corev3.Metadata) (*config.Tracing, error) {
+	a, ok := md.GetTypedFilterMetadata()[tcpTracingKey]
+	if !ok {
+		return nil, nil
+	}
+	mp := p.at("metadata.typed_filter_metadata[" + tcpTracingKey + "]")
+	if a.GetTypeUrl() != typeHCMTracing {
+		return nil, mp.errorf("want %s, got %q", typeHCMTracing, a.GetTypeUrl())
+	}
+	var t hcmv3.HttpConnectionManager_Tracing
+	if err := a.UnmarshalTo(&t); err != nil {
+		return nil, mp.errorf("%v", err)
+	}
+	return decodeTracing(mp, &t)
 }

@@ -96,9 +96,13 @@ func TestStatusNACKAndBack(t *testing.T) {
 	c.subscribe(resource.RouteType)
 	c.subscribe(resource.EndpointType)
 
-	ps := waitStatus(t, s, id, 5*time.Second, "in sync", func(ps server.ProxyStatus) bool { return ps.InSync })
 	want := map[string]string{"CDS": server.StateSynced, "LDS": server.StateSynced, "RDS": server.StateSynced,
 		"EDS": server.StateSynced, "SDS": server.StateNotSent}
+	// The four responses go out one by one, and the node is in sync with
+	// whatever it was sent so far after each ACK: wait for all four.
+	ps := waitStatus(t, s, id, 5*time.Second, "in sync on every type", func(ps server.ProxyStatus) bool {
+		return ps.InSync && cmp.Equal(want, states(ps))
+	})
 	if diff := cmp.Diff(want, states(ps)); diff != "" {
 		t.Errorf("states after the first push (-want +got):\n%s", diff)
 	}

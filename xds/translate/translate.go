@@ -244,6 +244,9 @@ func (t *translator) clusters() {
 		if d := t.destination(svc); !proxyless && d.tls {
 			c.TransportSocket = upstreamTLS(proto != mesh.TCP, d.sans)
 		}
+		if !proxyless { // DestinationRule: sidecars only (resilience.go)
+			t.trafficPolicy(c, svc, port.Port, proto != mesh.TCP && (mesh.Meshed(svc) || proto.IsHTTP2()))
+		}
 		t.out.Clusters = append(t.out.Clusters, c)
 		t.out.Endpoints = append(t.out.Endpoints, loadAssignment(name, t.m.Endpoints(svc, port, t.workloads)))
 	})
@@ -288,6 +291,7 @@ func (t *translator) sidecar() {
 		}
 	}
 	t.inbound(used, logs)
+	t.traceTCPListeners() // tracing.go
 }
 
 // inbound adds the inbound listener and the static clusters to the local app.

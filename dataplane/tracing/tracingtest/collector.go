@@ -1,11 +1,12 @@
 // Package tracingtest is an in-test OpenTelemetry collector: a real OTLP/HTTP
-// trace receiver on 127.0.0.1 that decodes the exported protobuf batches
-// (go.opentelemetry.io/proto/otlp collector types) and lets tests wait for
-// spans.
+// (NewCollector) or OTLP/gRPC (NewGRPCCollector, a grpc-go server
+// implementing collector/trace/v1 TraceService) trace receiver on 127.0.0.1
+// that decodes the exported protobuf batches (go.opentelemetry.io/proto/otlp
+// collector types) and lets tests wait for spans.
 //
-// Concurrency: the collector's handler runs on net/http's goroutines; Spans
-// and WaitSpans may be called from any goroutine. The server is closed at
-// test cleanup.
+// Concurrency: the collector's handlers run on net/http's or grpc-go's
+// goroutines; Spans and WaitSpans may be called from any goroutine. The
+// server is closed at test cleanup.
 package tracingtest
 
 import (
@@ -13,6 +14,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -37,9 +40,10 @@ type Span struct {
 	StatusMessage                 string
 }
 
-// Collector receives OTLP/HTTP trace exports.
+// Collector receives OTLP/HTTP or OTLP/gRPC trace exports.
 type Collector struct {
-	srv *httptest.Server
+	srv  *httptest.Server // OTLP/HTTP; nil for a gRPC collector
+	addr string           // host:port of either server
 
 	mu      sync.Mutex
 	spans   []Span        // guarded by mu
@@ -50,12 +54,47 @@ type Collector struct {
 func NewCollector(t testing.TB) *Collector {
 	c := &Collector{changed: make(chan struct{})}
 	c.srv = httptest.NewServer(http.HandlerFunc(c.export))
+	c.addr = strings.TrimPrefix(c.srv.URL, "http://")
 	t.Cleanup(c.srv.Close)
 	return c
 }
 
+// NewGRPCCollector starts an OTLP/gRPC collector (plaintext HTTP/2) on
+// 127.0.0.1; it is stopped at cleanup.
+func NewGRPCCollector(t testing.TB) *Collector {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Collector{changed: make(chan struct{}), addr: ln.Addr().String()}
+	srv := grpc.NewServer()
+	collectorpb.RegisterTraceServiceServer(srv, traceService{c: c})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+	return c
+}
+
+// traceService is the collector's OTLP/gRPC TraceService.
+type traceService struct {
+	collectorpb.UnimplementedTraceServiceServer
+	c *Collector
+}
+
+func (s traceService) Export(_ context.Context, req *collectorpb.ExportTraceServiceRequest) (*collectorpb.ExportTraceServiceResponse, error) {
+	s.c.record(req)
+	return &collectorpb.ExportTraceServiceResponse{}, nil
+}
+
 // Endpoint is the collector's host:port, for tracing.Options.Endpoint.
-func (c *Collector) Endpoint() string { return strings.TrimPrefix(c.srv.URL, "http://") }
+func (c *Collector) Endpoint() string { return c.addr }
 
 func (c *Collector) export(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/traces" {
@@ -72,6 +111,14 @@ func (c *Collector) export(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "decode: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	c.record(&req)
+	out, _ := proto.Marshal(&collectorpb.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Write(out)
+}
+
+// record flattens the spans of one export and wakes WaitSpans.
+func (c *Collector) record(req *collectorpb.ExportTraceServiceRequest) {
 	var got []Span
 	for _, rs := range req.GetResourceSpans() {
 		res := attrs(rs.GetResource().GetAttributes())
@@ -96,9 +143,6 @@ func (c *Collector) export(w http.ResponseWriter, r *http.Request) {
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
-	out, _ := proto.Marshal(&collectorpb.ExportTraceServiceResponse{})
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	w.Write(out)
 }
 
 func attrs(kvs []*commonpb.KeyValue) map[string]string {

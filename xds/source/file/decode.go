@@ -86,9 +86,16 @@ func decodeDocument(file string, doc []byte, m *mesh.Model) error {
 		}
 		m.Telemetries = append(m.Telemetries, &t)
 		key, meta = mesh.Key{Kind: v1alpha1.KindTelemetry}, &t.ObjectMeta
+	case v1alpha1.GroupVersion + "/" + v1alpha1.KindDestinationRule:
+		var r v1alpha1.DestinationRule
+		if err := yaml.UnmarshalStrict(doc, &r); err != nil {
+			return fmt.Errorf("DestinationRule: %w", err)
+		}
+		m.DestinationRules = append(m.DestinationRules, &r)
+		key, meta = mesh.Key{Kind: v1alpha1.KindDestinationRule}, &r.ObjectMeta
 	default:
 		return fmt.Errorf("unsupported apiVersion %q kind %q (want v1 Service, discovery.k8s.io/v1 EndpointSlice, "+
-			"gateway.networking.k8s.io/v1 HTTPRoute, or %s PeerAuthentication, AuthorizationPolicy or Telemetry)", tm.APIVersion, tm.Kind, v1alpha1.GroupVersion)
+			"gateway.networking.k8s.io/v1 HTTPRoute, or %s PeerAuthentication, AuthorizationPolicy, Telemetry or DestinationRule)", tm.APIVersion, tm.Kind, v1alpha1.GroupVersion)
 	}
 	// Defaults go in here, before validation, so that errors and the file index
 	// name the namespace the resource will live in.
