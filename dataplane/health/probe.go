@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	"github.com/tinymesh/tinymesh/dataplane/config"
 )
 
@@ -134,18 +136,17 @@ func expected(rs []config.StatusRange, code int) bool {
 	return false
 }
 
-// probeGRPC calls grpc.health.v1.Health/Check, encoding the one-field
-// request and decoding the response by hand so the data plane does not link
-// grpc-go (HealthCheckRequest{service = 1}, HealthCheckResponse{status = 1},
-// SERVING = 1).
+// probeGRPC calls grpc.health.v1.Health/Check over the cluster's HTTP/2
+// transport. The request and response have one field each
+// (HealthCheckRequest{service = 1}, HealthCheckResponse{status = 1},
+// SERVING = 1), written and read with protowire, so the data plane needs no
+// gRPC client nor generated code for them.
 func (p *Prober) probeGRPC(ctx context.Context, addr string) error {
 	svc := p.cfg.GRPCService
-	msg := make([]byte, 0, 5+2+len(svc)+5)
-	msg = append(msg, 0, 0, 0, 0, 0) // uncompressed; length below
+	msg := make([]byte, 5, 5+2+len(svc)+5) // gRPC frame prefix: uncompressed, length below
 	if svc != "" {
-		msg = append(msg, 0x0a)
-		msg = binary.AppendUvarint(msg, uint64(len(svc)))
-		msg = append(msg, svc...)
+		msg = protowire.AppendTag(msg, 1, protowire.BytesType)
+		msg = protowire.AppendString(msg, svc)
 	}
 	binary.BigEndian.PutUint32(msg[1:5], uint32(len(msg)-5))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/grpc.health.v1.Health/Check", bytes.NewReader(msg))
@@ -189,40 +190,24 @@ func (p *Prober) probeGRPC(ctx context.Context, addr string) error {
 func servingStatus(b []byte) uint64 {
 	var status uint64
 	for len(b) > 0 {
-		key, n := binary.Uvarint(b)
-		if n <= 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
 			return 0
 		}
 		b = b[n:]
-		switch key & 7 {
-		case 0: // varint
-			v, n := binary.Uvarint(b)
-			if n <= 0 {
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
 				return 0
 			}
-			b = b[n:]
-			if key>>3 == 1 {
-				status = v
-			}
-		case 1: // fixed64
-			if len(b) < 8 {
-				return 0
-			}
-			b = b[8:]
-		case 2: // length-delimited
-			l, n := binary.Uvarint(b)
-			if n <= 0 || uint64(len(b)-n) < l {
-				return 0
-			}
-			b = b[n+int(l):]
-		case 5: // fixed32
-			if len(b) < 4 {
-				return 0
-			}
-			b = b[4:]
-		default:
+			status, b = v, b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
 			return 0
 		}
+		b = b[n:]
 	}
 	return status
 }
