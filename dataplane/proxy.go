@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tinymesh/tinymesh/dataplane/accesslog"
+	"github.com/tinymesh/tinymesh/dataplane/batchwrite"
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/httpproxy"
@@ -349,6 +350,10 @@ func (p *Proxy) start(lc *config.Listener, ln net.Listener, tlsCfg *listener.TLS
 	a := &active{cfg: lc}
 	if lc.HTTP != nil {
 		a.http = httpproxy.NewHandler(log, p.httpState(lc, tables, ctbl, logs))
+		// HTTP/2 (from a peer sidecar or a gRPC app) flushes per frame
+		// batch; coalesce those writes (TLS records included) per scheduling
+		// round. TCP listeners copy in large chunks and keep splice.
+		ln = batchwrite.Listener(ln)
 		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, &httpServer{srv: httpproxy.NewServer(a.http, lc.HTTP, log), h: a.http}, p.log)
 	} else {
 		a.tcp = tcpproxy.New(log, p.tcpState(lc, ctbl, logs))

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/tinymesh/tinymesh/dataplane/batchwrite"
 	"github.com/tinymesh/tinymesh/dataplane/config"
 )
 
@@ -213,6 +214,11 @@ func (u *Upstream) dialWith(ctx context.Context, network, addr string, cfg *tls.
 	if err != nil {
 		fail()
 		return nil, err
+	}
+	if want == "h2" {
+		// HTTP/2 to the peer sidecar: coalesce the transport's per-request
+		// flushes (and TLS records) per scheduling round.
+		c = batchwrite.New(c)
 	}
 	if cfg == nil {
 		return u.count(c, ep, open), nil
