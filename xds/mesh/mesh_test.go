@@ -130,25 +130,7 @@ func TestValidate(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.m.Validate()
-			var got []string
-			if err != nil {
-				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-					var fe *mesh.FieldError
-					if !errors.As(e, &fe) {
-						t.Errorf("error %v is not a *mesh.FieldError", e)
-					}
-					got = append(got, e.Error())
-				}
-			}
-			if len(got) != len(tc.want) {
-				t.Fatalf("Validate errors:\n got %q\nwant %q", got, tc.want)
-			}
-			for i := range got {
-				if !strings.HasPrefix(got[i], tc.want[i]) {
-					t.Errorf("error %d:\n got %q\nwant prefix %q", i, got[i], tc.want[i])
-				}
-			}
+			checkValidate(t, tc.m, tc.want)
 		})
 	}
 }
@@ -196,5 +178,29 @@ func TestMTLSMode(t *testing.T) {
 				t.Errorf("MTLSMode = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// checkValidate checks that m.Validate reports exactly the errors want, in
+// order, each a *mesh.FieldError whose text starts with the wanted one.
+func checkValidate(t *testing.T, m *mesh.Model, want []string) {
+	t.Helper()
+	var got []string
+	if err := m.Validate(); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			var fe *mesh.FieldError
+			if !errors.As(e, &fe) {
+				t.Errorf("error %v is not a *mesh.FieldError", e)
+			}
+			got = append(got, e.Error())
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Validate errors:\n got %q\nwant %q", got, want)
+	}
+	for i := range got {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("error %d:\n got %q\nwant prefix %q", i, got[i], want[i])
+		}
 	}
 }

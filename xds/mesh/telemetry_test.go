@@ -1,8 +1,6 @@
 package mesh_test
 
 import (
-	"errors"
-	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -103,25 +101,7 @@ func TestValidateTelemetry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &mesh.Model{Telemetries: tc.ts}
 			m.Normalize()
-			err := m.Validate()
-			var got []string
-			if err != nil {
-				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-					var fe *mesh.FieldError
-					if !errors.As(e, &fe) {
-						t.Errorf("error %v is not a *mesh.FieldError", e)
-					}
-					got = append(got, e.Error())
-				}
-			}
-			if len(got) != len(tc.want) {
-				t.Fatalf("Validate errors:\n got %q\nwant %q", got, tc.want)
-			}
-			for i := range got {
-				if !strings.HasPrefix(got[i], tc.want[i]) {
-					t.Errorf("error %d:\n got %q\nwant prefix %q", i, got[i], tc.want[i])
-				}
-			}
+			checkValidate(t, m, tc.want)
 		})
 	}
 }
