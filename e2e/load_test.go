@@ -152,8 +152,8 @@ func (l *load) work(c *http.Client) {
 			l.fail(err.Error())
 			continue
 		}
+		l.mu.Lock() // ok with the maps, so that stats sees them agree
 		l.ok.Add(1)
-		l.mu.Lock()
 		l.versions[rep.Version]++
 		l.instances[rep.Instance]++
 		l.callers[rep.XFCC]++

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tinymesh/tinymesh/dataplane/cluster/http1"
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/health"
 	"github.com/tinymesh/tinymesh/dataplane/lb"
@@ -70,8 +71,14 @@ func (t *Table) Get(name string) (*Cluster, bool) {
 // protocol). Request goroutines bracket each use with Acquire/Release so the Set
 // can close it once the cluster is gone and its last user is done.
 type Upstream struct {
-	key       key
-	Transport *http.Transport // set at creation, read-only after
+	key key
+	// transport pools the connections by the cluster's protocol: net/http's
+	// HTTP/2 transport (h2c, or h2 over TLS) or http1's. Set at creation,
+	// read-only after.
+	transport interface {
+		http.RoundTripper
+		CloseIdleConnections()
+	}
 	// Dialer makes plain TCP connections. Dedicated connections should use
 	// DialContext (TCP proxying) or DialHTTP1 (upgrades), which add TLS when
 	// the cluster has it.
@@ -97,9 +104,18 @@ func (u *Upstream) Acquire() { u.inflight.Add(1) }
 // closes its idle connections.
 func (u *Upstream) Release() {
 	if u.inflight.Add(-1) == 0 && u.removed.Load() {
-		u.Transport.CloseIdleConnections()
+		u.CloseIdleConnections()
 	}
 }
+
+// RoundTrip sends req on the cluster's transport: HTTP/1.1 or HTTP/2 by
+// the cluster's protocol.
+func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	return u.transport.RoundTrip(req)
+}
+
+// CloseIdleConnections closes the upstream's kept-alive connections.
+func (u *Upstream) CloseIdleConnections() { u.transport.CloseIdleConnections() }
 
 type key struct {
 	name     string
@@ -236,7 +252,7 @@ func (s *Set) Prune(live *Table) {
 		u.stopHealth()
 		u.removed.Store(true)
 		if u.inflight.Load() == 0 {
-			u.Transport.CloseIdleConnections()
+			u.CloseIdleConnections()
 		}
 	}
 }
@@ -249,7 +265,7 @@ func (s *Set) Close() {
 	for k, u := range s.upstreams {
 		u.stopHealth()
 		u.removed.Store(true)
-		u.Transport.CloseIdleConnections()
+		u.CloseIdleConnections()
 		delete(s.upstreams, k)
 	}
 }
@@ -287,32 +303,40 @@ func (s *Set) newUpstream(k key, ut *config.UpstreamTLS, m *material) *Upstream 
 			u.tlsHTTP1.NextProtos = []string{"http/1.1"}
 		}
 	}
-	tr := &http.Transport{
-		// TLS, when configured, is done by DialContext: the transport sees a
-		// plain "http" connection and speaks HTTP/1.1 or prior-knowledge
-		// HTTP/2 on it, which over TLS is exactly h2 negotiated by ALPN.
-		DialContext: u.DialContext,
-		// The proxy forwards bodies as they are; compression is the app's business.
-		DisableCompression:  true,
-		MaxIdleConns:        0,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     60 * time.Second,
-		// Responses go back byte for byte; a big buffer only costs memory.
-		WriteBufferSize: 16 << 10,
-		ReadBufferSize:  16 << 10,
+	// The proxy forwards bodies as they are (compression is the app's
+	// business) and responses byte for byte, so a big buffer only costs memory.
+	const (
+		maxIdlePerHost = 64
+		idleTimeout    = 60 * time.Second
+		bufferSize     = 16 << 10
+	)
+	if k.protocol != config.ProtocolH2C {
+		u.transport = &http1.Transport{
+			Dial:            u.DialContext,
+			MaxIdlePerHost:  maxIdlePerHost,
+			IdleTimeout:     idleTimeout,
+			ReadBufferSize:  bufferSize,
+			WriteBufferSize: 4 << 10, // a request head; bodies pass through
+		}
+		return u
 	}
+	// Prior-knowledge HTTP/2, which over TLS (done by DialContext: the
+	// transport sees a plain "http" connection) is exactly h2 negotiated by
+	// ALPN: one connection multiplexes all streams to an endpoint.
 	p := new(http.Protocols)
-	if k.protocol == config.ProtocolH2C {
-		// Prior-knowledge HTTP/2 (over TLS: ALPN h2): one connection
-		// multiplexes all streams to an endpoint. For HTTP/2, MaxConnsPerHost
-		// bounds connections being dialled at once (net/http docs): without it a
-		// burst of first requests dials one connection each.
-		p.SetUnencryptedHTTP2(true)
-		tr.MaxConnsPerHost = 1
-	} else {
-		p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	u.transport = &http.Transport{
+		DialContext:         u.DialContext,
+		Protocols:           p,
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: maxIdlePerHost,
+		IdleConnTimeout:     idleTimeout,
+		WriteBufferSize:     bufferSize,
+		ReadBufferSize:      bufferSize,
+		// For HTTP/2 this bounds connections being dialled at once
+		// (net/http docs): without it a burst of first requests dials one
+		// connection each.
+		MaxConnsPerHost: 1,
 	}
-	tr.Protocols = p
-	u.Transport = tr
 	return u
 }

@@ -482,7 +482,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 	ep := c.Upstream.Endpoint(out.URL.Host)
 	ep.BeginRequest()
 	defer func() { ep.EndRequest() }()
-	resp, err := c.Upstream.Transport.RoundTrip(out)
+	resp, err := c.Upstream.RoundTrip(out)
 	for err != nil && tr.n < maxAttempts && neverSent(err) && (body == nil || !body.touched()) &&
 		out.Context().Err() == nil && r.Context().Err() == nil {
 		addr, ok := c.PickExcept(tr.list())
@@ -502,7 +502,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 		ep.EndRequest()
 		ep = c.Upstream.Endpoint(addr)
 		ep.BeginRequest()
-		resp, err = c.Upstream.Transport.RoundTrip(out)
+		resp, err = c.Upstream.RoundTrip(out)
 		c.Upstream.EndRetry()
 	}
 	if si != nil {
