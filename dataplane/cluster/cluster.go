@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tinymesh/tinymesh/dataplane/cluster/h2"
 	"github.com/tinymesh/tinymesh/dataplane/cluster/http1"
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/health"
@@ -303,40 +304,23 @@ func (s *Set) newUpstream(k key, ut *config.UpstreamTLS, m *material) *Upstream 
 			u.tlsHTTP1.NextProtos = []string{"http/1.1"}
 		}
 	}
-	// The proxy forwards bodies as they are (compression is the app's
-	// business) and responses byte for byte, so a big buffer only costs memory.
-	const (
-		maxIdlePerHost = 64
-		idleTimeout    = 60 * time.Second
-		bufferSize     = 16 << 10
-	)
+	// Connections idle this long are closed, as with net/http's
+	// IdleConnTimeout.
+	const idleTimeout = 60 * time.Second
 	if k.protocol != config.ProtocolH2C {
 		u.transport = &http1.Transport{
-			Dial:            u.DialContext,
-			MaxIdlePerHost:  maxIdlePerHost,
-			IdleTimeout:     idleTimeout,
-			ReadBufferSize:  bufferSize,
+			Dial:           u.DialContext,
+			MaxIdlePerHost: 64,
+			IdleTimeout:    idleTimeout,
+			// Responses go back byte for byte: a bigger buffer only costs memory.
+			ReadBufferSize:  16 << 10,
 			WriteBufferSize: 4 << 10, // a request head; bodies pass through
 		}
 		return u
 	}
 	// Prior-knowledge HTTP/2, which over TLS (done by DialContext: the
-	// transport sees a plain "http" connection) is exactly h2 negotiated by
-	// ALPN: one connection multiplexes all streams to an endpoint.
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	u.transport = &http.Transport{
-		DialContext:         u.DialContext,
-		Protocols:           p,
-		DisableCompression:  true,
-		MaxIdleConnsPerHost: maxIdlePerHost,
-		IdleConnTimeout:     idleTimeout,
-		WriteBufferSize:     bufferSize,
-		ReadBufferSize:      bufferSize,
-		// For HTTP/2 this bounds connections being dialled at once
-		// (net/http docs): without it a burst of first requests dials one
-		// connection each.
-		MaxConnsPerHost: 1,
-	}
+	// transport sees a plain connection) is exactly h2 negotiated by ALPN:
+	// one connection multiplexes all streams to an endpoint.
+	u.transport = &h2.Transport{Dial: u.DialContext, IdleTimeout: idleTimeout}
 	return u
 }

@@ -5,10 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
+	"github.com/tinymesh/tinymesh/dataplane/cluster/h2"
 )
 
 // maxAttempts bounds the tries per request or upgrade: the first plus two
@@ -76,11 +76,10 @@ func (b *attemptBody) touched() bool { return b.state.Load()&bodyRead != 0 }
 // neverSent reports whether err says the request did not reach the upstream
 // at all, so another endpoint may be tried whatever the method: the dial (TCP
 // connect, connect timeout or TLS handshake, see cluster.Upstream.DialContext)
-// failed, or an HTTP/2 upstream refused the stream before processing it
-// (REFUSED_STREAM, or GOAWAY for a stream above its last-stream-id). net/http
-// retries the HTTP/2 cases itself on the same endpoint while the body is
-// unread and surfaces them only when it gives up; their error types are
-// unexported, so they are recognised by text.
+// failed, or an HTTP/2 upstream did not process the stream (REFUSED_STREAM,
+// or GOAWAY for a stream above its last-stream-id). The HTTP/2 transport
+// retries those itself on the same endpoint when the request has no body,
+// and surfaces them when it gives up.
 func neverSent(err error) bool {
 	if errors.Is(err, cluster.ErrOverflow) {
 		return false // the circuit breaker said no: another endpoint would too
@@ -89,10 +88,7 @@ func neverSent(err error) bool {
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
 	}
-	s := err.Error()
-	return strings.Contains(s, "REFUSED_STREAM") ||
-		strings.Contains(s, "graceful shutdown GOAWAY") ||
-		strings.Contains(s, "client conn not usable")
+	return h2.Unprocessed(err)
 }
 
 // retryRequest returns a copy of out addressed to addr, with a fresh body

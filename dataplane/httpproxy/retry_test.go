@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/route"
@@ -185,8 +187,8 @@ func TestNeverSent(t *testing.T) {
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, true},
 		{fmt.Errorf("wrapped: %w", &net.OpError{Op: "dial", Err: errors.New("i/o timeout")}), true},
 		{&net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, false},
-		{errors.New("stream error: stream ID 3; REFUSED_STREAM"), true},
-		{errors.New("http2: Transport received Server's graceful shutdown GOAWAY"), true},
+		{http2.StreamError{StreamID: 3, Code: http2.ErrCodeRefusedStream}, true},
+		{fmt.Errorf("wrapped: %w", http2.StreamError{StreamID: 3, Code: http2.ErrCodeCancel}), false},
 		{io.ErrUnexpectedEOF, false},
 		{errors.New("net/http: HTTP/1.x transport connection broken: EOF"), false},
 	} {

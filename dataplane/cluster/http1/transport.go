@@ -331,7 +331,19 @@ func (pc *conn) finish(stop func() bool, written chan error, reuse bool) {
 		case err := <-written:
 			reuse = reuse && err == nil
 		default:
-			reuse = false // still writing: the connection is not at a request boundary
+			if reuse {
+				// The response is complete and the request body still
+				// being written: the connection is at a request boundary
+				// once the writer is done.
+				go func() {
+					if err := <-written; err == nil {
+						pc.t.put(pc)
+					} else {
+						pc.nc.Close()
+					}
+				}()
+				return
+			}
 		}
 	}
 	if reuse {

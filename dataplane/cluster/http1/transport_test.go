@@ -134,6 +134,13 @@ func TestChunkedBodiesAndTrailers(t *testing.T) {
 	if got := resp.Trailer.Get("X-Sum"); got != "42" {
 		t.Fatalf("response trailer X-Sum %q, want 42 (the request trailer echoed)", got)
 	}
+	// The body writer may report a moment after the response ends; the
+	// connection goes back to the pool then.
+	waitFor(t, "the connection back in the pool", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.idle[up.addr()]) == 1
+	})
 	get(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil))
 	if n := up.opened.Load(); n != 1 {
 		t.Fatalf("upstream accepted %d connections, want 1 (reused after a chunked exchange)", n)
@@ -218,7 +225,8 @@ func TestEarlyResponseWhileBodyStreams(t *testing.T) {
 // TestUnfinishedBodyIsNotReused answers before the request body ends and
 // keeps the connection open, as an upstream that streams may: the
 // connection is not at a request boundary, so it must not go back to the
-// pool even though the response allows keep-alive.
+// pool until the body has been written, although the response allows
+// keep-alive.
 func TestUnfinishedBodyIsNotReused(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -255,6 +263,13 @@ func TestUnfinishedBodyIsNotReused(t *testing.T) {
 	if pooled != 0 {
 		t.Fatal("a connection still sending a request body went back to the pool")
 	}
+	// Once the body ends, the connection is at a request boundary.
+	pw.Close()
+	waitFor(t, "the connection back in the pool once its request body ended", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.idle[l.Addr().String()]) == 1
+	})
 	if n := accepted.Load(); n != 1 {
 		t.Fatalf("accepted %d connections, want 1", n)
 	}
