@@ -177,6 +177,9 @@ func (t *Transport) getConn(ctx context.Context, addr string) (*conn, error) {
 				return nil, ctx.Err()
 			}
 			if d.err != nil {
+				if ctx.Err() == nil && (errors.Is(d.err, context.Canceled) || errors.Is(d.err, context.DeadlineExceeded)) {
+					continue // the request that dialled gave up; this one has not: dial again
+				}
 				return nil, d.err
 			}
 			continue

@@ -409,6 +409,51 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	}
 }
 
+// TestSharedDialOutlivesTheRequestThatStartedIt: requests to a new endpoint
+// wait for one dial; when the request that started it is cancelled, the
+// others dial again instead of failing with its cancellation.
+func TestSharedDialOutlivesTheRequestThatStartedIt(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	var d net.Dialer
+	var dials atomic.Int64
+	started := make(chan struct{})
+	tr := &Transport{IdleTimeout: time.Minute, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dials.Add(1) == 1 {
+			close(started)
+			<-ctx.Done() // a slow connect, given up by its request
+			return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+		}
+		return d.DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(t.Context())
+	first := make(chan error, 1)
+	go func() {
+		_, err := tr.RoundTrip(request(t, ctx, http.MethodGet, up.URL, nil))
+		first <- err
+	}()
+	<-started
+	second := make(chan string, 1)
+	go func() {
+		resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL, nil))
+		if err != nil {
+			second <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		second <- string(b)
+	}()
+	time.Sleep(20 * time.Millisecond) // the second request is waiting on the first one's dial
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: %v, want context.Canceled", err)
+	}
+	if got := <-second; got != "ok" {
+		t.Fatalf("the request that shared the cancelled dial: %s, want ok", got)
+	}
+}
+
 func TestUnprocessed(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
