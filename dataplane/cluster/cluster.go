@@ -73,9 +73,8 @@ func (t *Table) Get(name string) (*Cluster, bool) {
 // can close it once the cluster is gone and its last user is done.
 type Upstream struct {
 	key key
-	// transport pools the connections by the cluster's protocol: net/http's
-	// HTTP/2 transport (h2c, or h2 over TLS) or http1's. Set at creation,
-	// read-only after.
+	// transport pools the connections by the cluster's protocol: h2's
+	// (h2c, or h2 over TLS) or http1's. Set at creation, read-only after.
 	transport interface {
 		http.RoundTripper
 		CloseIdleConnections()

@@ -34,12 +34,13 @@ func (t *tried) list() []string { return t.addrs[:t.n] }
 // attemptBody wraps the downstream request body for one upstream attempt. It
 // records whether the transport read from it (then the body may have been
 // partly sent and a retry could send a truncated body, so none happens) and
-// absorbs a Close that comes before any Read: net/http closes the request body
-// when a dial fails, which would otherwise make the body unusable for the retry.
-// The check is sound because net/http has closed the body of a failed attempt
-// before RoundTrip returns (HTTP/2 waits for it, golang/go#60041; HTTP/1 has no
-// writer before the dial): a late Read of the old attempt then fails instead of
-// taking bytes from the retry.
+// absorbs a Close that comes before any Read: a transport closes the request
+// body when a dial fails (http.RoundTripper's contract), which would otherwise
+// make the body unusable for the retry. The check is sound because the
+// upstream transports (cluster/http1, cluster/h2) close the body of a failed
+// attempt before RoundTrip returns, even when its body writer has not run yet:
+// a late Read of the old attempt then fails instead of taking bytes from the
+// retry.
 type attemptBody struct {
 	rc    io.ReadCloser
 	state atomic.Uint32 // bodyRead | bodyClosed

@@ -16,8 +16,9 @@
 //
 // Concurrency: RoundTrip and CloseIdleConnections may be called from any
 // goroutine. A connection belongs to one round trip at a time, from getConn
-// until its response body is read to the end (then it goes back to the pool)
-// or closed early (then it is closed).
+// until its response body is read to the end and its request body, if any,
+// written (then it goes back to the pool), or until either ends early (then
+// it is closed).
 package http1
 
 import (
