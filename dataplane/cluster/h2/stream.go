@@ -52,8 +52,8 @@ func (s *stream) onHeaders(f *http2.MetaHeadersFrame) {
 		}
 		s.ended = true
 		s.mu.Unlock()
+		s.maybeDone() // before the reader can see the end
 		s.wake()
-		s.maybeDone()
 		return
 	}
 	status, err := strconv.Atoi(f.PseudoValue("status"))
@@ -106,8 +106,8 @@ func (s *stream) onHeaders(f *http2.MetaHeadersFrame) {
 	s.resp = resp
 	s.delivered = true
 	s.mu.Unlock()
+	s.maybeDone() // before the caller can see the end
 	close(s.respc)
-	s.maybeDone()
 }
 
 func (s *stream) onData(data []byte, padding int, end bool) {
@@ -118,10 +118,10 @@ func (s *stream) onData(data []byte, padding int, end bool) {
 	s.unacked += padding
 	s.ended = s.ended || end
 	s.mu.Unlock()
-	s.wake()
 	if end {
-		s.maybeDone()
+		s.maybeDone() // before the reader can see the end
 	}
+	s.wake()
 }
 
 func (s *stream) wake() {

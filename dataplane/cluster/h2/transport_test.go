@@ -454,6 +454,96 @@ func TestSharedDialOutlivesTheRequestThatStartedIt(t *testing.T) {
 	}
 }
 
+// TestMixedStreamsUnderConcurrency runs requests of every kind at once on one
+// connection (bodiless, echoed bodies of various sizes, cancelled mid-body,
+// closed early) and checks every complete response byte for byte: the race
+// detector and goleak watch the rest.
+func TestMixedStreamsUnderConcurrency(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			for range 64 {
+				if _, err := w.Write(make([]byte, 16<<10)); err != nil {
+					return
+				}
+			}
+			return
+		}
+		io.Copy(w, r.Body)
+	})
+	tr := newTransport(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 40 {
+				switch (w + i) % 4 {
+				case 0: // bodiless
+					resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL, nil))
+					if err != nil {
+						errs <- err
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				case 1: // echo, up to ~100 kB: past the initial window at times
+					body := strings.Repeat(fmt.Sprintf("%d-%d;", w, i), (i*997)%12000)
+					req := request(t, t.Context(), http.MethodPost, up.URL, strings.NewReader(body))
+					resp, err := tr.RoundTrip(req)
+					if err != nil {
+						errs <- err
+						return
+					}
+					got, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err != nil || string(got) != body {
+						errs <- fmt.Errorf("echo of %d bytes: got %d bytes, %v", len(body), len(got), err)
+						return
+					}
+				case 2: // cancelled while the response streams
+					ctx, cancel := context.WithCancel(t.Context())
+					resp, err := tr.RoundTrip(request(t, ctx, http.MethodGet, up.URL+"/big", nil))
+					if err == nil {
+						io.ReadFull(resp.Body, make([]byte, 1000))
+						cancel()
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					cancel()
+				case 3: // closed early
+					resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
+					if err != nil {
+						errs <- err
+						return
+					}
+					io.ReadFull(resp.Body, make([]byte, 100))
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Every stream ended: nothing is left reserved on the connection.
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, list := range tr.conns {
+		for _, c := range list {
+			c.mu.Lock()
+			n, open := c.reserved, len(c.streams)
+			c.mu.Unlock()
+			if n != 0 || open != 0 {
+				t.Errorf("connection holds %d reservations and %d streams after every request ended", n, open)
+				for id, st := range c.streams {
+					t.Errorf("  stream %d: path %q ended %v sentEnd %v err %v delivered %v removed %v buf %d off %d", id, st.req.URL.Path, st.ended, st.sentEnd, st.err, st.delivered, st.removed, len(st.buf), st.off)
+				}
+			}
+		}
+	}
+}
+
 func TestUnprocessed(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
