@@ -66,15 +66,27 @@ func (s *stream) onHeaders(f *http2.MetaHeadersFrame) {
 		s.mu.Unlock()
 		return // informational: net/http's transport hands these to httptrace only
 	}
-	h := make(http.Header, len(f.Fields))
-	for _, hf := range f.RegularFields() {
+	fields := f.RegularFields()
+	h := make(http.Header, len(fields))
+	// One array for the values, as net/http does: a field's first value is
+	// a one-element slice of it, not an allocation of its own.
+	vals := make([]string, len(fields))
+	for i, hf := range fields {
 		k := http.CanonicalHeaderKey(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		vals[i] = hf.Value
+		if vs, ok := h[k]; ok {
+			h[k] = append(vs, hf.Value)
+		} else {
+			h[k] = vals[i : i+1 : i+1]
+		}
 	}
-	trailer := http.Header{}
+	var trailer http.Header // declared trailers; Read adds the ones that arrive
 	for _, v := range h["Trailer"] {
 		for _, k := range strings.Split(v, ",") {
 			if k = strings.TrimSpace(k); k != "" {
+				if trailer == nil {
+					trailer = http.Header{}
+				}
 				trailer[http.CanonicalHeaderKey(k)] = nil
 			}
 		}
@@ -87,7 +99,7 @@ func (s *stream) onHeaders(f *http2.MetaHeadersFrame) {
 		}
 	}
 	resp := &http.Response{
-		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		Status:        statusLine(status),
 		StatusCode:    status,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
@@ -229,6 +241,9 @@ func (s *stream) Read(p []byte) (int, error) {
 			s.trailers = nil
 			s.mu.Unlock()
 			s.stop()
+			if len(trailers) > 0 && s.resp.Trailer == nil {
+				s.resp.Trailer = make(http.Header, len(trailers))
+			}
 			for k, vs := range trailers {
 				s.resp.Trailer[k] = vs
 			}
@@ -338,4 +353,22 @@ func (s *stream) awaitWindow(n int) int {
 	c.sendWin -= allowed
 	s.sendWin -= allowed
 	return int(allowed)
+}
+
+// statusLines holds Response.Status for the common codes, so that building
+// a response does not format it.
+var statusLines = func() map[int]string {
+	m := map[int]string{}
+	for _, code := range []int{200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409,
+		413, 429, 431, 500, 501, 502, 503, 504} {
+		m[code] = strconv.Itoa(code) + " " + http.StatusText(code)
+	}
+	return m
+}()
+
+func statusLine(code int) string {
+	if l, ok := statusLines[code]; ok {
+		return l
+	}
+	return strconv.Itoa(code) + " " + http.StatusText(code)
 }
