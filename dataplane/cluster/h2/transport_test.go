@@ -19,38 +19,22 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/upstreamtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// upstream is a real net/http server speaking prior-knowledge HTTP/2 (h2c)
-// on loopback, counting its connections.
-type upstream struct {
-	*httptest.Server
-	opened, closed atomic.Int64
-}
-
-func newUpstream(t *testing.T, h http.HandlerFunc, cfg ...func(*http.Server)) *upstream {
+// newUpstream starts a real net/http server speaking prior-knowledge HTTP/2
+// (h2c) on loopback.
+func newUpstream(t *testing.T, h http.HandlerFunc, cfg ...func(*http.Server)) *upstreamtest.Server {
 	t.Helper()
-	u := &upstream{}
-	u.Server = httptest.NewUnstartedServer(h)
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	u.Config.Protocols = p
-	u.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			u.opened.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			u.closed.Add(1)
-		}
+	h2c := func(s *http.Server) {
+		p := new(http.Protocols)
+		p.SetUnencryptedHTTP2(true)
+		s.Protocols = p
 	}
-	for _, f := range cfg {
-		f(u.Config)
-	}
-	u.Start()
-	t.Cleanup(u.Close)
-	return u
+	return upstreamtest.Start(t, h, append([]func(*http.Server){h2c}, cfg...)...)
 }
 
 func newTransport(t *testing.T) *Transport {
@@ -59,39 +43,6 @@ func newTransport(t *testing.T) *Transport {
 	tr := &Transport{Dial: d.DialContext, IdleTimeout: time.Minute}
 	t.Cleanup(tr.CloseIdleConnections)
 	return tr
-}
-
-func request(t *testing.T, ctx context.Context, method, url string, body io.Reader) *http.Request {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return req
-}
-
-func do(t *testing.T, tr *Transport, req *http.Request) (*http.Response, string) {
-	t.Helper()
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatalf("reading the body of %s %s: %v", req.Method, req.URL, err)
-	}
-	return resp, string(b)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestMultiplexesOnOneConnection(t *testing.T) {
@@ -104,7 +55,7 @@ func TestMultiplexesOnOneConnection(t *testing.T) {
 	errs := make(chan error, 20)
 	for i := range 20 {
 		wg.Go(func() {
-			req := request(t, t.Context(), http.MethodGet, fmt.Sprintf("%s/p/%d?q=1", up.URL, i), nil)
+			req := upstreamtest.Request(t, t.Context(), http.MethodGet, fmt.Sprintf("%s/p/%d?q=1", up.URL, i), nil)
 			req.Host = "svc.example:8080"
 			req.Header["X-In"] = []string{"1", "2"}
 			resp, err := tr.RoundTrip(req)
@@ -125,7 +76,7 @@ func TestMultiplexesOnOneConnection(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if n := up.opened.Load(); n != 1 {
+	if n := up.Opened.Load(); n != 1 {
 		t.Fatalf("upstream accepted %d connections for 20 concurrent requests, want 1", n)
 	}
 }
@@ -145,11 +96,11 @@ func TestRequestBodyBeyondTheWindowsAndTrailersBothWays(t *testing.T) {
 		io.WriteString(pw, body)
 		pw.Close()
 	}()
-	req := request(t, t.Context(), http.MethodPost, up.URL, pr)
+	req := upstreamtest.Request(t, t.Context(), http.MethodPost, up.URL, pr)
 	req.ContentLength = -1
 	req.Trailer = http.Header{"X-Req": nil}
 	req.Trailer.Set("X-Req", "42")
-	resp, got := do(t, newTransport(t), req)
+	resp, got := upstreamtest.RoundTrip(t, newTransport(t), req)
 	if want := fmt.Sprintf("%d 42", len(body)); got != want {
 		t.Fatalf("upstream saw %q, want %q (the whole body and the request trailer)", got, want)
 	}
@@ -172,7 +123,7 @@ func TestFullDuplexStreaming(t *testing.T) {
 		}
 	})
 	pr, pw := io.Pipe()
-	req := request(t, t.Context(), http.MethodPost, up.URL, pr)
+	req := upstreamtest.Request(t, t.Context(), http.MethodPost, up.URL, pr)
 	req.ContentLength = -1
 	resp, err := newTransport(t).RoundTrip(req)
 	if err != nil {
@@ -207,7 +158,7 @@ func TestCancelResetsTheStreamAndKeepsTheConnection(t *testing.T) {
 	})
 	tr := newTransport(t)
 	ctx, cancel := context.WithCancel(t.Context())
-	resp, err := tr.RoundTrip(request(t, ctx, http.MethodGet, up.URL+"/hang", nil))
+	resp, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL+"/hang", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,10 +179,10 @@ func TestCancelResetsTheStreamAndKeepsTheConnection(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream handler never saw the stream reset")
 	}
-	if _, body := do(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
+	if _, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
 		t.Fatalf("next request: %q", body)
 	}
-	if n := up.opened.Load(); n != 1 {
+	if n := up.Opened.Load(); n != 1 {
 		t.Fatalf("upstream accepted %d connections, want 1: a reset stream leaves the connection usable", n)
 	}
 }
@@ -253,7 +204,7 @@ func TestEarlyCloseResetsTheStream(t *testing.T) {
 		done <- nil
 	})
 	tr := newTransport(t)
-	resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
+	resp, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,10 +218,10 @@ func TestEarlyCloseResetsTheStream(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream handler is still writing after the body was closed")
 	}
-	if _, body := do(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
+	if _, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
 		t.Fatalf("next request: %q", body)
 	}
-	if n := up.opened.Load(); n != 1 {
+	if n := up.Opened.Load(); n != 1 {
 		t.Fatalf("upstream accepted %d connections, want 1", n)
 	}
 }
@@ -291,14 +242,14 @@ func TestTrailersOnlyAndEmptyResponses(t *testing.T) {
 		}
 	})
 	tr := newTransport(t)
-	resp, body := do(t, tr, request(t, t.Context(), http.MethodPost, up.URL+"/grpc-error", nil))
+	resp, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodPost, up.URL+"/grpc-error", nil))
 	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "5" || body != "" {
 		t.Fatalf("trailers-only response: %d %v %q", resp.StatusCode, resp.Header, body)
 	}
-	if resp, body := do(t, tr, request(t, t.Context(), http.MethodGet, up.URL+"/early-hints", nil)); resp.StatusCode != 200 || body != "final" {
+	if resp, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL+"/early-hints", nil)); resp.StatusCode != 200 || body != "final" {
 		t.Fatalf("after a 103: %d %q, want 200 final", resp.StatusCode, body)
 	}
-	if resp, body := do(t, tr, request(t, t.Context(), http.MethodHead, up.URL, nil)); resp.StatusCode != 204 || body != "" {
+	if resp, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodHead, up.URL, nil)); resp.StatusCode != 204 || body != "" {
 		t.Fatalf("HEAD: %d %q", resp.StatusCode, body)
 	}
 }
@@ -308,9 +259,9 @@ func TestLargeHeaderBlockUsesContinuation(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, len(r.Header.Get("X-Big")) == len(big))
 	})
-	req := request(t, t.Context(), http.MethodGet, up.URL, nil)
+	req := upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)
 	req.Header.Set("X-Big", big)
-	if _, body := do(t, newTransport(t), req); body != "true" {
+	if _, body := upstreamtest.RoundTrip(t, newTransport(t), req); body != "true" {
 		t.Fatalf("upstream got the 40 KiB header: %s", body)
 	}
 }
@@ -330,7 +281,7 @@ func TestGracefulShutdownFinishesStreamsInFlight(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL, nil))
+		resp, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 		if err != nil {
 			res <- result{err: err}
 			return
@@ -350,7 +301,7 @@ func TestGracefulShutdownFinishesStreamsInFlight(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	_, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL, nil))
+	_, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 	var op *net.OpError
 	if !errors.As(err, &op) || op.Op != "dial" {
 		t.Fatalf("request after the shutdown: %v; want a dial error (the old connection is not used)", err)
@@ -371,13 +322,13 @@ func TestStreamsBeyondTheServersLimitOpenAnotherConnection(t *testing.T) {
 	tr := newTransport(t)
 	// The server's SETTINGS must have arrived before the burst.
 	close(release)
-	do(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil))
+	upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 	release = make(chan struct{})
 	var wg sync.WaitGroup
 	fails := make(chan error, 6)
 	for range 6 {
 		wg.Go(func() {
-			resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL, nil))
+			resp, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 			if err != nil {
 				fails <- err
 				return
@@ -386,14 +337,14 @@ func TestStreamsBeyondTheServersLimitOpenAnotherConnection(t *testing.T) {
 			resp.Body.Close()
 		})
 	}
-	waitFor(t, "all 6 requests at the upstream", func() bool { return inFlight.Load() == 6 })
+	upstreamtest.WaitFor(t, "all 6 requests at the upstream", func() bool { return inFlight.Load() == 6 })
 	close(release)
 	wg.Wait()
 	close(fails)
 	for err := range fails {
 		t.Error(err)
 	}
-	if n := up.opened.Load(); n != 3 {
+	if n := up.Opened.Load(); n != 3 {
 		t.Fatalf("upstream accepted %d connections for 6 concurrent streams at 2 per connection, want 3", n)
 	}
 }
@@ -402,9 +353,9 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	tr := newTransport(t)
 	tr.IdleTimeout = 100 * time.Millisecond
-	do(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil))
-	waitFor(t, "the idle connection to be closed", func() bool { return up.closed.Load() == 1 })
-	if _, body := do(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
+	upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
+	upstreamtest.WaitFor(t, "the idle connection to be closed", func() bool { return up.Closed.Load() == 1 })
+	if _, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
 		t.Fatalf("request after the idle close: %q", body)
 	}
 }
@@ -429,13 +380,13 @@ func TestSharedDialOutlivesTheRequestThatStartedIt(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	first := make(chan error, 1)
 	go func() {
-		_, err := tr.RoundTrip(request(t, ctx, http.MethodGet, up.URL, nil))
+		_, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL, nil))
 		first <- err
 	}()
 	<-started
 	second := make(chan string, 1)
 	go func() {
-		resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL, nil))
+		resp, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 		if err != nil {
 			second <- err.Error()
 			return
@@ -478,7 +429,7 @@ func TestMixedStreamsUnderConcurrency(t *testing.T) {
 			for i := range 40 {
 				switch (w + i) % 4 {
 				case 0: // bodiless
-					resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL, nil))
+					resp, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 					if err != nil {
 						errs <- err
 						return
@@ -487,7 +438,7 @@ func TestMixedStreamsUnderConcurrency(t *testing.T) {
 					resp.Body.Close()
 				case 1: // echo, up to ~100 kB: past the initial window at times
 					body := strings.Repeat(fmt.Sprintf("%d-%d;", w, i), (i*997)%12000)
-					req := request(t, t.Context(), http.MethodPost, up.URL, strings.NewReader(body))
+					req := upstreamtest.Request(t, t.Context(), http.MethodPost, up.URL, strings.NewReader(body))
 					resp, err := tr.RoundTrip(req)
 					if err != nil {
 						errs <- err
@@ -501,7 +452,7 @@ func TestMixedStreamsUnderConcurrency(t *testing.T) {
 					}
 				case 2: // cancelled while the response streams
 					ctx, cancel := context.WithCancel(t.Context())
-					resp, err := tr.RoundTrip(request(t, ctx, http.MethodGet, up.URL+"/big", nil))
+					resp, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL+"/big", nil))
 					if err == nil {
 						io.ReadFull(resp.Body, make([]byte, 1000))
 						cancel()
@@ -510,7 +461,7 @@ func TestMixedStreamsUnderConcurrency(t *testing.T) {
 					}
 					cancel()
 				case 3: // closed early
-					resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
+					resp, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
 					if err != nil {
 						errs <- err
 						return

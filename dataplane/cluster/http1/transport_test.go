@@ -13,35 +13,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/upstreamtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// upstream is a real net/http server on loopback that counts the connections
-// it accepted and closed.
-type upstream struct {
-	*httptest.Server
-	opened, closed atomic.Int64
-}
-
-func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
-	t.Helper()
-	u := &upstream{}
-	u.Server = httptest.NewUnstartedServer(h)
-	u.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			u.opened.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			u.closed.Add(1)
-		}
-	}
-	u.Start()
-	t.Cleanup(u.Close)
-	return u
-}
-
-func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
 
 func newTransport(t *testing.T) *Transport {
 	t.Helper()
@@ -51,51 +27,15 @@ func newTransport(t *testing.T) *Transport {
 	return tr
 }
 
-func request(t *testing.T, ctx context.Context, method, url string, body io.Reader) *http.Request {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return req
-}
-
-// get makes a round trip and reads the whole response body.
-func get(t *testing.T, tr *Transport, req *http.Request) (*http.Response, string) {
-	t.Helper()
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatalf("reading the body of %s %s: %v", req.Method, req.URL, err)
-	}
-	return resp, string(b)
-}
-
-// waitFor polls cond for up to 5 s: connection closes reach the server a
-// moment after the client closes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestKeepAliveReusesOneConnection(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Method+" "+r.URL.RequestURI()+" "+r.Host)
 	})
 	tr := newTransport(t)
 	for i, m := range []string{http.MethodGet, http.MethodHead, http.MethodGet, http.MethodDelete} {
-		req := request(t, t.Context(), m, up.URL+"/p?q=1", nil)
+		req := upstreamtest.Request(t, t.Context(), m, up.URL+"/p?q=1", nil)
 		req.Host = "svc.example"
-		resp, body := get(t, tr, req)
+		resp, body := upstreamtest.RoundTrip(t, tr, req)
 		want := m + " /p?q=1 svc.example"
 		if m == http.MethodHead {
 			want = ""
@@ -104,13 +44,13 @@ func TestKeepAliveReusesOneConnection(t *testing.T) {
 			t.Fatalf("request %d: %d %q, want 200 %q", i, resp.StatusCode, body, want)
 		}
 	}
-	if n := up.opened.Load(); n != 1 {
+	if n := up.Opened.Load(); n != 1 {
 		t.Fatalf("upstream accepted %d connections for 4 sequential requests, want 1", n)
 	}
 }
 
 func TestChunkedBodiesAndTrailers(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Trailer", "X-Sum")
 		w.(http.Flusher).Flush() // no Content-Length: chunked
@@ -124,10 +64,10 @@ func TestChunkedBodiesAndTrailers(t *testing.T) {
 		io.WriteString(pw, "world")
 		pw.Close()
 	}()
-	req := request(t, t.Context(), http.MethodPost, up.URL, pr)
+	req := upstreamtest.Request(t, t.Context(), http.MethodPost, up.URL, pr)
 	req.ContentLength = -1
 	req.Trailer = http.Header{"X-Req": {"42"}}
-	resp, body := get(t, tr, req)
+	resp, body := upstreamtest.RoundTrip(t, tr, req)
 	if body != "HELLO WORLD" {
 		t.Fatalf("body %q, want HELLO WORLD", body)
 	}
@@ -136,66 +76,66 @@ func TestChunkedBodiesAndTrailers(t *testing.T) {
 	}
 	// The body writer may report a moment after the response ends; the
 	// connection goes back to the pool then.
-	waitFor(t, "the connection back in the pool", func() bool {
+	upstreamtest.WaitFor(t, "the connection back in the pool", func() bool {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
-		return len(tr.idle[up.addr()]) == 1
+		return len(tr.idle[up.Addr()]) == 1
 	})
-	get(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil))
-	if n := up.opened.Load(); n != 1 {
+	upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
+	if n := up.Opened.Load(); n != 1 {
 		t.Fatalf("upstream accepted %d connections, want 1 (reused after a chunked exchange)", n)
 	}
 }
 
 func TestInformationalResponsesAreSkipped(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</a.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
 		io.WriteString(w, "final")
 	})
-	resp, body := get(t, newTransport(t), request(t, t.Context(), http.MethodGet, up.URL, nil))
+	resp, body := upstreamtest.RoundTrip(t, newTransport(t), upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 	if resp.StatusCode != 200 || body != "final" {
 		t.Fatalf("got %d %q, want 200 final", resp.StatusCode, body)
 	}
 }
 
 func TestStaleKeptAliveConnectionIsRetriedForGET(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	tr := newTransport(t)
-	get(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil))
+	upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 	// The upstream closes its idle connections, as a server's idle timeout
 	// does; the client's pooled connection is now dead.
 	up.Config.SetKeepAlivesEnabled(false)
-	waitFor(t, "the upstream to close the idle connection", func() bool { return up.closed.Load() == 1 })
+	upstreamtest.WaitFor(t, "the upstream to close the idle connection", func() bool { return up.Closed.Load() == 1 })
 	up.Config.SetKeepAlivesEnabled(true)
 
-	resp, body := get(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil))
+	resp, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 	if resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("GET on a stale pooled connection: %d %q, want a retry on a new connection", resp.StatusCode, body)
 	}
-	if n := up.opened.Load(); n != 2 {
+	if n := up.Opened.Load(); n != 2 {
 		t.Fatalf("upstream accepted %d connections, want 2", n)
 	}
 }
 
 func TestStaleKeptAliveConnectionIsNotRetriedForPOST(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	tr := newTransport(t)
-	get(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil))
+	upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
 	up.Config.SetKeepAlivesEnabled(false)
-	waitFor(t, "the upstream to close the idle connection", func() bool { return up.closed.Load() == 1 })
+	upstreamtest.WaitFor(t, "the upstream to close the idle connection", func() bool { return up.Closed.Load() == 1 })
 
-	_, err := tr.RoundTrip(request(t, t.Context(), http.MethodPost, up.URL, nil))
+	_, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodPost, up.URL, nil))
 	if err == nil {
 		t.Fatal("POST on a stale pooled connection succeeded; it must fail rather than risk sending twice")
 	}
-	if n := up.opened.Load(); n != 1 {
+	if n := up.Opened.Load(); n != 1 {
 		t.Fatalf("upstream accepted %d connections, want 1 (no retry)", n)
 	}
 }
 
 func TestEarlyResponseWhileBodyStreams(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
 	})
@@ -203,7 +143,7 @@ func TestEarlyResponseWhileBodyStreams(t *testing.T) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	go io.WriteString(pw, "the start of a body that never ends")
-	req := request(t, t.Context(), http.MethodPut, up.URL, pr)
+	req := upstreamtest.Request(t, t.Context(), http.MethodPut, up.URL, pr)
 	req.ContentLength = -1
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -216,8 +156,8 @@ func TestEarlyResponseWhileBodyStreams(t *testing.T) {
 	// The request body never ended, so the connection is not at a request
 	// boundary: the next request needs a new one.
 	pw.CloseWithError(errors.New("client gave up"))
-	get(t, tr, request(t, t.Context(), http.MethodGet, up.URL, nil))
-	if n := up.opened.Load(); n != 2 {
+	upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil))
+	if n := up.Opened.Load(); n != 2 {
 		t.Fatalf("upstream accepted %d connections, want 2", n)
 	}
 }
@@ -252,9 +192,9 @@ func TestUnfinishedBodyIsNotReused(t *testing.T) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	go io.WriteString(pw, "a body that has not ended")
-	req := request(t, t.Context(), http.MethodPut, "http://"+l.Addr().String(), pr)
+	req := upstreamtest.Request(t, t.Context(), http.MethodPut, "http://"+l.Addr().String(), pr)
 	req.ContentLength = -1
-	if _, body := get(t, tr, req); body != "ok" {
+	if _, body := upstreamtest.RoundTrip(t, tr, req); body != "ok" {
 		t.Fatalf("body %q, want ok", body)
 	}
 	tr.mu.Lock()
@@ -265,7 +205,7 @@ func TestUnfinishedBodyIsNotReused(t *testing.T) {
 	}
 	// Once the body ends, the connection is at a request boundary.
 	pw.Close()
-	waitFor(t, "the connection back in the pool once its request body ended", func() bool {
+	upstreamtest.WaitFor(t, "the connection back in the pool once its request body ended", func() bool {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
 		return len(tr.idle[l.Addr().String()]) == 1
@@ -277,7 +217,7 @@ func TestUnfinishedBodyIsNotReused(t *testing.T) {
 
 func TestCancelUnblocksAResponseInProgress(t *testing.T) {
 	release := make(chan struct{})
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "partial")
 		w.(http.Flusher).Flush()
 		select {
@@ -288,7 +228,7 @@ func TestCancelUnblocksAResponseInProgress(t *testing.T) {
 	defer close(release)
 	tr := newTransport(t)
 	ctx, cancel := context.WithCancel(t.Context())
-	resp, err := tr.RoundTrip(request(t, ctx, http.MethodGet, up.URL, nil))
+	resp, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,22 +244,22 @@ func TestCancelUnblocksAResponseInProgress(t *testing.T) {
 		t.Fatal("reading a response whose request was cancelled ended without an error")
 	}
 	resp.Body.Close()
-	waitFor(t, "the cancelled connection to close", func() bool { return up.closed.Load() == 1 })
+	upstreamtest.WaitFor(t, "the cancelled connection to close", func() bool { return up.Closed.Load() == 1 })
 }
 
 func TestTimeoutOnResponseHead(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 	tr := newTransport(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	_, err := tr.RoundTrip(request(t, ctx, http.MethodGet, up.URL, nil))
+	_, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL, nil))
 	if err == nil || ctx.Err() == nil {
 		t.Fatalf("RoundTrip returned %v with the context at %v; want an error after the deadline", err, ctx.Err())
 	}
 }
 
 func TestEarlyCloseAndConnectionCloseAreNotReused(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/close" {
 			w.Header().Set("Connection", "close")
 		}
@@ -327,14 +267,14 @@ func TestEarlyCloseAndConnectionCloseAreNotReused(t *testing.T) {
 	})
 	tr := newTransport(t)
 	// Closed before the end: the rest of the body is still on the wire.
-	resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
+	resp, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	get(t, tr, request(t, t.Context(), http.MethodGet, up.URL+"/close", nil))
-	get(t, tr, request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
-	if n := up.opened.Load(); n != 3 {
+	upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL+"/close", nil))
+	upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL+"/big", nil))
+	if n := up.Opened.Load(); n != 3 {
 		t.Fatalf("upstream accepted %d connections, want 3 (none reusable)", n)
 	}
 }
@@ -342,7 +282,7 @@ func TestEarlyCloseAndConnectionCloseAreNotReused(t *testing.T) {
 func TestPoolBoundsAndIdleTimeout(t *testing.T) {
 	hold := make(chan struct{})
 	var arrived atomic.Int64
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hold" {
 			arrived.Add(1)
 			<-hold
@@ -358,22 +298,22 @@ func TestPoolBoundsAndIdleTimeout(t *testing.T) {
 	for range 2 {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			resp, err := tr.RoundTrip(request(t, t.Context(), http.MethodGet, up.URL+"/hold", nil))
+			resp, err := tr.RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL+"/hold", nil))
 			if err == nil {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
 		}()
 	}
-	waitFor(t, "both requests to reach the upstream", func() bool { return arrived.Load() == 2 })
+	upstreamtest.WaitFor(t, "both requests to reach the upstream", func() bool { return arrived.Load() == 2 })
 	close(hold)
 	<-done
 	<-done
-	waitFor(t, "the connection over MaxIdlePerHost to close", func() bool { return up.closed.Load() == 1 })
+	upstreamtest.WaitFor(t, "the connection over MaxIdlePerHost to close", func() bool { return up.Closed.Load() == 1 })
 
 	// The kept one is closed by the reaper once idle past IdleTimeout,
 	// with no request coming to find it stale.
-	waitFor(t, "the idle connection to be reaped", func() bool { return up.closed.Load() == 2 })
+	upstreamtest.WaitFor(t, "the idle connection to be reaped", func() bool { return up.Closed.Load() == 2 })
 	tr.mu.Lock()
 	n := len(tr.idle)
 	tr.mu.Unlock()
@@ -389,7 +329,7 @@ func TestDialErrorIsReturnedUnchanged(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	_, err = newTransport(t).RoundTrip(request(t, t.Context(), http.MethodGet, "http://"+addr+"/", nil))
+	_, err = newTransport(t).RoundTrip(upstreamtest.Request(t, t.Context(), http.MethodGet, "http://"+addr+"/", nil))
 	var op *net.OpError
 	if !errors.As(err, &op) || op.Op != "dial" {
 		t.Fatalf("error %v; want the dialer's *net.OpError (the proxy retries dial failures on another endpoint)", err)
