@@ -16,7 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/config"
 	"github.com/tinymesh/tinymesh/dataplane/httpproxy"
+	"github.com/tinymesh/tinymesh/dataplane/httpproxy/httpserver"
 	"github.com/tinymesh/tinymesh/dataplane/listener"
 	"github.com/tinymesh/tinymesh/dataplane/rbac"
 	"github.com/tinymesh/tinymesh/dataplane/route"
@@ -430,10 +430,11 @@ func (p *Proxy) Close(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// httpServer adapts an http.Server and its Handler to listener.Server, adding
-// upgraded (hijacked) connections, which http.Server stops tracking, to draining.
+// httpServer adapts an httpserver.Server and its Handler to listener.Server,
+// adding upgraded (hijacked) connections, which the server stops tracking, to
+// draining.
 type httpServer struct {
-	srv *http.Server
+	srv *httpserver.Server
 	h   *httpproxy.Handler
 }
 

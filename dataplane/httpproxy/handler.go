@@ -19,6 +19,7 @@ import (
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/dataplane/httpproxy/httpserver"
 	"github.com/tinymesh/tinymesh/dataplane/rbac"
 	"github.com/tinymesh/tinymesh/dataplane/route"
 	"github.com/tinymesh/tinymesh/dataplane/stream"
@@ -99,35 +100,32 @@ func (h *Handler) CloseUpgraded(ctx context.Context) {
 	<-done
 }
 
-// NewServer returns the http.Server for an HTTP listener: HTTP/1.1 and h2c with
-// prior knowledge on one socket (Envoy's codec_type AUTO). Serve it with Serve, which
-// installs the request-smuggling guard.
-func NewServer(h *Handler, hcm *config.HTTPConnectionManager, log *slog.Logger) *http.Server {
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
+// NewServer returns the server for an HTTP listener: HTTP/1.1 and h2c with
+// prior knowledge on one socket (Envoy's codec_type AUTO). Serve it with Serve,
+// which installs the request-smuggling guard.
+func NewServer(h *Handler, hcm *config.HTTPConnectionManager, log *slog.Logger) *httpserver.Server {
 	maxHdr := hcm.MaxRequestHeadersBytes
 	if maxHdr <= 0 {
 		maxHdr = 60 << 10 // Envoy's default max_request_headers_kb
 	}
-	return &http.Server{
+	return &httpserver.Server{
 		Handler:     h,
-		Protocols:   p,
 		ConnContext: connContext,
-		// net/http answers 431 beyond this plus 4 KiB of slack and closes the
-		// connection; the smuggling guard enforces the exact limit on HTTP/1.1
-		// (sniff.go). HTTP/2 advertises it as SETTINGS_MAX_HEADER_LIST_SIZE.
+		// The server answers 431 beyond this plus 4 KiB of slack and closes
+		// the connection; the smuggling guard enforces the exact limit on
+		// HTTP/1.1 (sniff.go). HTTP/2 advertises it as
+		// SETTINGS_MAX_HEADER_LIST_SIZE.
 		MaxHeaderBytes: maxHdr,
 		// TODO(dataplane): StreamIdleTimeout bounds idle keep-alive
 		// connections only; a per-stream idle timer for HTTP/2 is not done.
 		IdleTimeout:       hcm.StreamIdleTimeout,
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Log:               log,
 	}
 }
 
 // Serve serves srv on ln with every connection wrapped by the smuggling guard.
-func Serve(srv *http.Server, ln net.Listener) error {
+func Serve(srv *httpserver.Server, ln net.Listener) error {
 	return srv.Serve(sniffListener{Listener: ln, maxHeader: srv.MaxHeaderBytes})
 }
 

@@ -12,14 +12,25 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/tinymesh/tinymesh/dataplane/cluster"
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	"github.com/tinymesh/tinymesh/dataplane/httpproxy/httpserver"
 	"github.com/tinymesh/tinymesh/dataplane/route"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// serve runs srv on a loopback listener until cleanup and returns its address.
-func serve(t *testing.T, srv *http.Server, wrap bool) string {
+// serve runs an app server on a loopback listener until cleanup and returns
+// its address.
+func serve(t *testing.T, srv *http.Server) string {
+	return serveOn(t, srv.Serve, srv.Close)
+}
+
+// serveProxy runs a proxy server, with the smuggling guard, as serve does.
+func serveProxy(t *testing.T, srv *httpserver.Server) string {
+	return serveOn(t, func(ln net.Listener) error { return Serve(srv, ln) }, srv.Close)
+}
+
+func serveOn(t *testing.T, run func(net.Listener) error, stop func() error) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,14 +39,10 @@ func serve(t *testing.T, srv *http.Server, wrap bool) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if wrap {
-			Serve(srv, ln)
-		} else {
-			srv.Serve(ln)
-		}
+		run(ln)
 	}()
 	t.Cleanup(func() {
-		srv.Close()
+		stop()
 		<-done
 	})
 	return ln.Addr().String()
@@ -55,7 +62,7 @@ func proxyFor(t *testing.T, rc *config.RouteConfig, appAddr string, proto config
 	hcm := &config.HTTPConnectionManager{RouteConfigName: rc.Name, UseRemoteAddress: true}
 	log := slog.New(slog.DiscardHandler)
 	h := NewHandler(log, &State{HCM: hcm, Routes: tbl, Clusters: ctbl})
-	return serve(t, NewServer(h, hcm, log), true)
+	return serveProxy(t, NewServer(h, hcm, log))
 }
 
 func TestHeaderMutationsAndRewrites(t *testing.T) {
@@ -66,7 +73,7 @@ func TestHeaderMutationsAndRewrites(t *testing.T) {
 		w.Header().Set("X-Secret", "internal")
 		w.Header().Set("Connection", "X-Conn-Only")
 		w.Header().Set("X-Conn-Only", "hop")
-	})}, false)
+	})})
 	hv := func(name, value string, app bool) config.HeaderValueOption {
 		return config.HeaderValueOption{Name: name, Value: value, Append: app}
 	}
@@ -148,7 +155,7 @@ func TestGRPCTimeoutIsADeadline(t *testing.T) {
 	app := serve(t, &http.Server{Protocols: p, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // the proxy must cancel the upstream call
 		close(released)
-	})}, false)
+	})})
 	rc := &config.RouteConfig{Name: "rc", VirtualHosts: []*config.VirtualHost{{Name: "vh", Domains: []string{"*"},
 		Routes: []*config.Route{{Name: "r", Match: config.RouteMatch{Path: "/"},
 			Action: &config.RouteAction{Clusters: []config.WeightedCluster{{Name: "app", Weight: 1}}}}}}}}
@@ -304,7 +311,7 @@ func TestUpstreamResetMidBodyIsNotAHappyEnding(t *testing.T) {
 		if err == nil {
 			c.Close()
 		}
-	})}, false)
+	})})
 	rc := &config.RouteConfig{Name: "rc", VirtualHosts: []*config.VirtualHost{{Name: "vh", Domains: []string{"*"},
 		Routes: []*config.Route{{Name: "r", Match: config.RouteMatch{Path: "/"},
 			Action: &config.RouteAction{Clusters: []config.WeightedCluster{{Name: "app", Weight: 1}}}}}}}}

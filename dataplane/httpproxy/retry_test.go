@@ -38,7 +38,7 @@ func proxyForAddrs(t *testing.T, proto config.Protocol, addrs ...string) string 
 	ctbl := set.Build(&config.Snapshot{Clusters: map[string]*config.Cluster{"app": c}})
 	hcm := &config.HTTPConnectionManager{RouteConfigName: rc.Name}
 	log := slog.New(slog.DiscardHandler)
-	return serve(t, NewServer(NewHandler(log, &State{HCM: hcm, Routes: tbl, Clusters: ctbl}), hcm, log), true)
+	return serveProxy(t, NewServer(NewHandler(log, &State{HCM: hcm, Routes: tbl, Clusters: ctbl}), hcm, log))
 }
 
 // closedAddr returns a loopback address nothing listens on: connects are refused.
@@ -83,8 +83,8 @@ func TestFailureAfterSendIsNotRetried(t *testing.T) {
 				hits.Add(1)
 				tc.handler(w, r)
 			})
-			a := serve(t, &http.Server{Handler: h}, false)
-			b := serve(t, &http.Server{Handler: h}, false)
+			a := serve(t, &http.Server{Handler: h})
+			b := serve(t, &http.Server{Handler: h})
 			addr := proxyForAddrs(t, config.ProtocolHTTP1, a, b)
 			tr := &http.Transport{}
 			defer tr.CloseIdleConnections()
@@ -125,7 +125,7 @@ func TestRetryH2CClusterPOST(t *testing.T) {
 		hits.Add(1)
 		b, _ := io.ReadAll(r.Body)
 		w.Write(b)
-	})}, false)
+	})})
 	addr := proxyForAddrs(t, config.ProtocolH2C, closedAddr(t), app)
 	tr := &http.Transport{Protocols: p}
 	defer tr.CloseIdleConnections()

@@ -38,14 +38,15 @@ const (
 
 const h2Preface = "PRI * HTTP/2.0"
 
-// sniffConn wraps a downstream connection and parses HTTP/1.1 framing as net/http
-// reads it. Read is called by net/http on one goroutine at a time; the parser state
-// is only touched there. badAt is read by handlers on other goroutines.
+// sniffConn wraps a downstream connection and parses HTTP/1.1 framing as the
+// server reads it. Read is called on one goroutine at a time (the server's, a
+// body reader's, or the server's watch for a client going away); the parser
+// state is only touched there. badAt is read by handlers on other goroutines.
 type sniffConn struct {
 	net.Conn
 
 	// Parser state, touched only inside Read.
-	mu       sync.Mutex // net/http's background read may run on another goroutine
+	mu       sync.Mutex // successive Reads may run on different goroutines
 	st       sniffState
 	index    int64 // index of the request being parsed
 	pos      int   // bytes seen of the request line or current header name
@@ -58,12 +59,6 @@ type sniffConn struct {
 	sawTE    bool
 	chunked  bool
 	remain   int64
-
-	// The first bytes of the connection and padding owed to net/http (see
-	// padShortStart); touched only inside Read.
-	head    [len(h2Preface)]byte
-	headLen int
-	pad     int
 
 	maxHeader int // header block limit (MaxRequestHeadersBytes); 0: none
 	hdrBytes  int // bytes of the current request's header block so far
@@ -90,49 +85,13 @@ func (s *sniffConn) CloseWrite() error {
 }
 
 func (s *sniffConn) Read(p []byte) (int, error) {
-	s.mu.Lock()
-	if s.pad > 0 && len(p) > 0 {
-		n := min(len(p), s.pad)
-		for i := range n {
-			p[i] = ' '
-		}
-		s.pad -= n
-		s.mu.Unlock()
-		return n, nil
-	}
-	s.mu.Unlock()
 	n, err := s.Conn.Read(p)
 	if n > 0 {
 		s.mu.Lock()
-		s.padShortStart(p[:n])
 		s.scan(p[:n])
 		s.mu.Unlock()
 	}
 	return n, err
-}
-
-// padShortStart works around net/http's h2c detection, which waits for the first
-// len(h2Preface) bytes of a connection before parsing anything: a client that
-// sends a complete but shorter line (which can never be a valid HTTP/1.1 request
-// line, whose minimum is 16 bytes) would hang instead of getting its 400. Once
-// such a line has arrived, the next Read supplies spaces up to that length; the
-// request line is rejected and the connection closed before they could matter.
-func (s *sniffConn) padShortStart(b []byte) {
-	if s.headLen >= len(s.head) {
-		return
-	}
-	nl := false
-	for _, c := range b {
-		if s.headLen == len(s.head) {
-			return
-		}
-		s.head[s.headLen] = c
-		s.headLen++
-		nl = nl || c == '\n'
-	}
-	if nl && string(s.head[:s.headLen]) != h2Preface[:s.headLen] {
-		s.pad = len(s.head) - s.headLen
-	}
 }
 
 // stop turns the parser off, before the connection carries non-HTTP bytes.
