@@ -178,6 +178,36 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
+// SetWriteDeadline applies t to writes from now on. What Write has already
+// accepted is written first: crypto/tls sends close_notify and then sets a
+// deadline of now to stop all writing, and the bytes buffered before (the
+// last response, the alert itself) must not be dropped by it. A deadline in
+// the past gives them closeFlushTimeout.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.flushBefore(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline is SetWriteDeadline for both directions.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.flushBefore(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *Conn) flushBefore(t time.Time) {
+	c.mu.Lock()
+	hasData := len(c.buf) > 0 && c.err == nil
+	c.mu.Unlock()
+	if !hasData {
+		return
+	}
+	if !t.IsZero() && !t.After(time.Now()) {
+		t = time.Now().Add(closeFlushTimeout)
+	}
+	_ = c.Conn.SetWriteDeadline(t)
+	_ = c.Flush()
+}
+
 // NetConn returns the wrapped connection, as tls.Conn.NetConn does.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
