@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -156,19 +155,16 @@ func (c *conn) prefaceFollows() (bool, error) {
 	return true, nil
 }
 
-// handOff gives the connection, with the bytes already read, to the HTTP/2
-// server.
+// handOff serves the connection as HTTP/2, reading on from the bytes
+// already buffered.
 func (c *conn) handOff() {
-	c.hijacked = true // no longer ours to close
+	c.hijacked = true // no longer an HTTP/1.1 connection to close or pool
 	c.srv.forget(c)
 	c.rwc.SetReadDeadline(time.Time{})
-	b, _ := c.br.Peek(c.br.Buffered())
-	rc := &replayConn{Conn: c.rwc, pending: append([]byte(nil), b...), ctx: c.ctx}
-	c.br.Reset(nil)
-	readerPool.Put(c.br)
+	c.cr.remain = maxInt64
 	c.bw.Reset(nil)
 	writerPool.Put(c.bw)
-	c.srv.serveH2(rc)
+	c.srv.serveH2(newH2Conn(c.srv, c.rwc, c.br, c.ctx, c.remoteAddr))
 }
 
 // next waits for a request, serves it and reports whether the connection
@@ -295,13 +291,28 @@ func (c *conn) replyError(code int, why string) {
 	fmt.Fprintf(c.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
 		code, http.StatusText(code), len(msg), msg)
 	c.bw.Flush()
-	// Let the client read the response before the close resets the
-	// connection over its unread request bytes.
-	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-		c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		io.Copy(io.Discard, io.LimitReader(c.rwc, 256<<10))
+	c.lingerClose()
+}
+
+// lingerTimeout bounds how long lingerClose reads what a client still sends.
+const lingerTimeout = 500 * time.Millisecond
+
+// lingerClose prepares the close of a connection whose client may still be
+// sending (a request body, or a request the server would not read): closed
+// over unread bytes, the connection is reset, and the reset can destroy the
+// response before the client reads it; a client blocked writing sees only
+// the reset. So the server half-closes and reads and discards until the
+// client closes too or lingerTimeout passes (RFC 9112 section 9.6), as
+// net/http's server waits before such a close.
+func (c *conn) lingerClose() {
+	cw, ok := c.rwc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
 	}
+	// Bounded by time only: a client still sending a large body needs the
+	// time, not a byte count, to read the response before the close.
+	c.rwc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.Copy(io.Discard, c.rwc)
 }
 
 // serveRequest runs the handler for req and finishes its response; it
@@ -313,13 +324,14 @@ func (c *conn) serveRequest(req *http.Request) bool {
 	req.RemoteAddr = c.remoteAddr
 	var body *requestBody
 	if req.Body != nil && req.Body != http.NoBody {
-		body = &requestBody{rc: req.Body}
+		body = &requestBody{rc: req.Body, size: req.ContentLength}
 		req.Body = body
 	}
 	w := &c.w
 	w.reset(c, req)
+	w.body = body
 	c.watchStart(cancel, body)
-	panicked := c.runHandler(w, req)
+	panicked := c.srv.callHandler(c.srv.Handler, w, req, c.remoteAddr)
 	c.watchStop()
 	cancel()
 	if c.hijacked {
@@ -334,31 +346,18 @@ func (c *conn) serveRequest(req *http.Request) bool {
 		w.finish()
 		return false
 	}
+	bodyLeft := body != nil && !body.eof.Load()
 	if !w.finish() {
+		if bodyLeft {
+			c.lingerClose()
+		}
 		return false
 	}
-	if body != nil && !body.eof.Load() && !c.drain(body) {
+	if bodyLeft && !c.drain(body) {
+		c.lingerClose()
 		return false
 	}
 	return !c.srv.closing.Load()
-}
-
-// runHandler calls the handler and reports whether it panicked. A panic with
-// http.ErrAbortHandler is the handler's way to cut the connection short (the
-// response cannot be completed); any other is logged too.
-func (c *conn) runHandler(w *response, req *http.Request) (panicked bool) {
-	defer func() {
-		if p := recover(); p != nil {
-			panicked = true
-			if p != http.ErrAbortHandler {
-				buf := make([]byte, 16<<10)
-				buf = buf[:runtime.Stack(buf, false)]
-				c.srv.logger().Error("handler panicked", "remote", c.remoteAddr, "panic", fmt.Sprint(p), "stack", string(buf))
-			}
-		}
-	}()
-	c.srv.Handler.ServeHTTP(w, req)
-	return false
 }
 
 // drain reads what is left of a request body the handler did not read, so
@@ -473,6 +472,8 @@ func (r *connReader) Read(p []byte) (int, error) {
 // goroutine); the connection decides after the handler what to do with it.
 type requestBody struct {
 	rc     io.ReadCloser
+	size   int64 // Content-Length; -1: chunked
+	read   atomic.Int64
 	eof    atomic.Bool
 	closed atomic.Bool
 }
@@ -482,10 +483,20 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		return 0, http.ErrBodyReadAfterClose
 	}
 	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.read.Add(int64(n))
+	}
 	if err == io.EOF {
 		b.eof.Store(true)
 	}
 	return n, err
+}
+
+// tooLargeToDrain reports whether what is left of a sized body is more than
+// drain would read: the connection will be closed after the response. Safe
+// on nil (no body).
+func (b *requestBody) tooLargeToDrain() bool {
+	return b != nil && b.size >= 0 && !b.eof.Load() && b.size-b.read.Load() > maxPostHandlerReadBytes
 }
 
 func (b *requestBody) Close() error {

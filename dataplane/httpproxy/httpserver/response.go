@@ -20,6 +20,7 @@ import (
 type response struct {
 	c      *conn
 	req    *http.Request
+	body   *requestBody // req's body as the server wrapped it; nil: none
 	header http.Header
 
 	status      int
@@ -183,7 +184,9 @@ func (w *response) sendHeader() {
 	w.headerSent = true
 	c, h, code := w.c, w.header, w.status
 	is11 := w.req.ProtoAtLeast(1, 1)
-	if w.req.Close || c.srv.closing.Load() || hasToken(h["Connection"], "close") {
+	// A sized body left unread beyond what drain reads: say now that the
+	// connection ends, or a client that finishes sending may reuse it.
+	if w.req.Close || c.srv.closing.Load() || hasToken(h["Connection"], "close") || w.body.tooLargeToDrain() {
 		w.closeAfter = true
 	}
 	length := int64(-1)
@@ -367,20 +370,27 @@ func statusLine(code int, is11 bool) string {
 }
 
 // date returns the Date header value for now, formatted once a second.
-func date() []byte {
+func date() []byte { return dateNow().value }
+
+// dateString is date as a string, for HTTP/2's encoder.
+func dateString() string { return dateNow().str }
+
+func dateNow() *dateValue {
 	now := time.Now()
 	sec := now.Unix()
 	if d := dateCache.Load(); d != nil && d.sec == sec {
-		return d.value
+		return d
 	}
-	d := &dateValue{sec: sec, value: now.UTC().AppendFormat(make([]byte, 0, len(http.TimeFormat)), http.TimeFormat)}
+	b := now.UTC().AppendFormat(make([]byte, 0, len(http.TimeFormat)), http.TimeFormat)
+	d := &dateValue{sec: sec, value: b, str: string(b)}
 	dateCache.Store(d)
-	return d.value
+	return d
 }
 
 type dateValue struct {
 	sec   int64
 	value []byte
+	str   string
 }
 
 var dateCache atomic.Pointer[dateValue]

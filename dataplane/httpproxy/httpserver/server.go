@@ -1,6 +1,6 @@
 // Package httpserver serves a listener's downstream connections to an
-// http.Handler: HTTP/1.1 and prior-knowledge HTTP/2 (h2c) on one socket, as
-// Envoy's codec_type AUTO does.
+// http.Handler: HTTP/1.1 and prior-knowledge HTTP/2 (h2c, or h2 once the
+// listener has terminated TLS) on one socket, as Envoy's codec_type AUTO does.
 //
 // An HTTP/1.1 connection runs its requests on its own goroutine: the goroutine
 // that reads a request calls the handler and writes the response. net/http's
@@ -10,25 +10,33 @@
 // outbound listener that server was about a third of the CPU. Here the watch
 // starts only when a request is still in its handler after WatchDelay, so a
 // client that hangs up on a slow or streaming request still cancels it, and a
-// fast request pays for a timer reset.
+// fast request pays for a timer reset. Parsing stays net/http's
+// (ReadRequest), with the checks net/http's server adds to it (HTTP version,
+// Host), so the requests accepted are the ones net/http's server accepts.
 //
-// Parsing stays net/http's (ReadRequest), with the checks net/http's server
-// adds to it (HTTP version, Host), so the requests accepted are the ones
-// net/http's server accepts. A connection that opens with the HTTP/2 preface
-// is handed to net/http's HTTP/2 server.
+// A connection that opens with the HTTP/2 preface is served by this
+// package's HTTP/2 server (h2conn.go, h2stream.go), built on
+// golang.org/x/net/http2's Framer and hpack: the connection's goroutine reads
+// frames, and each stream's handler goroutine writes its own HEADERS and DATA
+// frames under the connection's write lock. net/http's HTTP/2 server routes
+// every frame a handler writes through its serve loop and a writer goroutine,
+// three hand-offs per response; on the sidecar-to-sidecar hop that was about
+// a third of the server sidecar's CPU (docs/benchmarks.md).
 //
 // Concurrency: Serve runs the accept loop and may be called once; Shutdown and
 // Close may be called from any goroutine. Each connection is served by its
-// own goroutine; a handler runs on it and must not use its ResponseWriter
-// after returning.
+// own goroutine, each HTTP/2 stream by one more; a handler must not use its
+// ResponseWriter after returning.
 package httpserver
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,13 +72,10 @@ type Server struct {
 
 	closing atomic.Bool // set once by Shutdown or Close
 
-	mu    sync.Mutex
-	ln    net.Listener       // guarded by mu
-	conns map[*conn]struct{} // HTTP/1.1 connections, not hijacked; guarded by mu
-
-	h2once sync.Once
-	h2     *http.Server // net/http's HTTP/2 server; started by the first h2c connection
-	h2q    *connQueue   // what h2 accepts from
+	mu      sync.Mutex
+	ln      net.Listener         // guarded by mu
+	conns   map[*conn]struct{}   // HTTP/1.1 connections, not hijacked; guarded by mu
+	h2conns map[*h2conn]struct{} // guarded by mu
 }
 
 // Serve accepts connections on ln until Shutdown or Close; it then returns
@@ -146,12 +151,6 @@ func (s *Server) forget(c *conn) {
 // connections are the hijacker's to close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginClosing()
-	h2done := make(chan error, 1)
-	if s.h2 != nil {
-		go func() { h2done <- s.h2.Shutdown(ctx) }()
-	} else {
-		h2done <- nil
-	}
 	wait := time.Millisecond
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -164,24 +163,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			timer.Reset(wait)
 		}
 	}
-	select {
-	case err := <-h2done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }
 
 // Close closes the listener and every connection, HTTP/2 ones included.
 func (s *Server) Close() error {
 	s.beginClosing()
 	s.mu.Lock()
+	h2conns := make([]*h2conn, 0, len(s.h2conns))
 	for c := range s.conns {
 		c.rwc.Close()
 	}
+	for c := range s.h2conns {
+		h2conns = append(h2conns, c)
+	}
 	s.mu.Unlock()
-	if s.h2 != nil {
-		return s.h2.Close()
+	for _, c := range h2conns {
+		c.fail(errH2Closed)
 	}
 	return nil
 }
@@ -194,103 +192,72 @@ func (s *Server) beginClosing() {
 	if ln != nil {
 		ln.Close()
 	}
-	// Orders s.h2's write (in h2once) before the reads in Shutdown and Close:
-	// no h2c connection is handed over once closing is set.
-	s.h2once.Do(func() {})
-	if s.h2q != nil {
-		s.h2q.Close()
-	}
 }
 
-// closeIdle closes the connections waiting for a request and reports whether
-// none is left.
+// closeIdle closes the HTTP/1.1 connections waiting for a request, sends
+// GOAWAY on the HTTP/2 ones (once), and reports whether no connection is
+// left.
 func (s *Server) closeIdle() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for c := range s.conns {
 		c.closeIfIdle()
 	}
-	return len(s.conns) == 0
+	h2conns := make([]*h2conn, 0, len(s.h2conns))
+	for c := range s.h2conns {
+		h2conns = append(h2conns, c)
+	}
+	left := len(s.conns) + len(s.h2conns)
+	s.mu.Unlock()
+	for _, c := range h2conns {
+		c.shutdown()
+	}
+	return left == 0
 }
 
-// serveH2 hands an h2c connection, its preface still unread, to net/http's
-// HTTP/2 server.
-func (s *Server) serveH2(c *replayConn) {
-	s.h2once.Do(func() {
-		if s.closing.Load() {
-			return
-		}
-		p := new(http.Protocols)
-		p.SetUnencryptedHTTP2(true)
-		s.h2q = newConnQueue(c.LocalAddr())
-		s.h2 = &http.Server{
-			Handler:           s.Handler,
-			Protocols:         p,
-			ConnContext:       func(_ context.Context, c net.Conn) context.Context { return c.(*replayConn).ctx },
-			MaxHeaderBytes:    s.MaxHeaderBytes,
-			IdleTimeout:       s.IdleTimeout,
-			ReadHeaderTimeout: s.ReadHeaderTimeout,
-			ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
-		}
-		go s.h2.Serve(s.h2q)
-	})
-	if s.h2q == nil {
-		c.Close() // closing
+// serveH2 serves an HTTP/2 connection, its preface still unread in br, on
+// the calling goroutine.
+func (s *Server) serveH2(c *h2conn) {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		c.nc.Close()
 		return
 	}
-	s.h2q.put(c)
-}
-
-// connQueue is the listener net/http's HTTP/2 server accepts h2c
-// connections from.
-type connQueue struct {
-	ch     chan net.Conn
-	done   chan struct{}
-	closed sync.Once
-	addr   net.Addr
-}
-
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr}
-}
-
-func (q *connQueue) put(c net.Conn) {
-	select {
-	case q.ch <- c:
-	case <-q.done:
-		c.Close()
+	if s.h2conns == nil {
+		s.h2conns = make(map[*h2conn]struct{})
 	}
+	s.h2conns[c] = struct{}{}
+	s.mu.Unlock()
+	c.serve()
 }
 
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.done:
-		return nil, net.ErrClosed
+func (s *Server) forgetH2(c *h2conn) {
+	s.mu.Lock()
+	delete(s.h2conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) maxHeaderBytes() int {
+	if s.MaxHeaderBytes > 0 {
+		return s.MaxHeaderBytes
 	}
+	return http.DefaultMaxHeaderBytes
 }
 
-func (q *connQueue) Close() error {
-	q.closed.Do(func() { close(q.done) })
-	return nil
-}
-
-func (q *connQueue) Addr() net.Addr { return q.addr }
-
-// replayConn is an h2c connection whose first bytes, read while looking for
-// the preface, are read again first.
-type replayConn struct {
-	net.Conn
-	pending []byte
-	ctx     context.Context // the connection's context (ConnContext)
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
+// callHandler runs h and reports whether it panicked. A panic with
+// http.ErrAbortHandler is a handler's way to cut its response short; any
+// other is logged too.
+func (s *Server) callHandler(h http.Handler, w http.ResponseWriter, req *http.Request, remote string) (panicked bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			panicked = true
+			if p != http.ErrAbortHandler {
+				buf := make([]byte, 16<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				s.logger().Error("handler panicked", "remote", remote, "panic", fmt.Sprint(p), "stack", string(buf))
+			}
+		}
+	}()
+	h.ServeHTTP(w, req)
+	return false
 }
