@@ -302,9 +302,9 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	s := &h2stream{c: c, id: id, declLen: -1, recvWin: h2StreamWindow, notify: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(c.ctx)
-	handler := c.srv.Handler
+	s.handler = c.srv.Handler
 	if f.Truncated {
-		handler = http.HandlerFunc(tooLarge)
+		s.handler = http.HandlerFunc(tooLarge)
 	}
 	req, err := c.newRequest(s, f)
 	if err != nil {
@@ -326,7 +326,7 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.idle.Stop()
 	}
 	c.mu.Unlock()
-	go s.run(handler)
+	c.srv.runStream(s)
 	return nil
 }
 

@@ -20,6 +20,7 @@ type h2stream struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	req     *http.Request // as the handler has it
+	handler http.Handler
 	declLen int64         // the request's Content-Length; -1: none
 
 	mu          sync.Mutex
@@ -171,11 +172,11 @@ func (s *h2stream) Close() error {
 }
 
 // run serves the stream on its own goroutine and ends it.
-func (s *h2stream) run(h http.Handler) {
+func (s *h2stream) run() {
 	c := s.c
 	w := &s.w
 	*w = h2response{s: s, header: make(http.Header), length: -1}
-	panicked := c.srv.callHandler(h, w, s.req, c.remoteAddr)
+	panicked := c.srv.callHandler(s.handler, w, s.req, c.remoteAddr)
 	s.cancel()
 	c.mu.Lock()
 	reset := s.reset
@@ -189,13 +190,37 @@ func (s *h2stream) run(h http.Handler) {
 	switch {
 	case reset:
 	case panicked:
-		c.write(true, func() error { return c.fr.WriteRSTStream(s.id, http2.ErrCodeInternal) })
+		s.write(true, func() error { return c.fr.WriteRSTStream(s.id, http2.ErrCodeInternal) })
 	default:
 		// RFC 9113 section 8.1: a complete response while the request
 		// still streams in is followed by RST_STREAM(NO_ERROR).
 		w.finish(remoteOpen)
 	}
 	c.streamDone(s)
+}
+
+// write writes frames of the stream with fn, as c.write does, unless the
+// stream has been reset: then it writes nothing and returns errStreamGone.
+// reset is checked with wmu held, and an RST_STREAM the server sends is
+// queued only after reset is set, so no frame of the stream follows it.
+func (s *h2stream) write(flush bool, fn func() error) error {
+	c := s.c
+	c.wmu.Lock()
+	c.mu.Lock()
+	reset := s.reset
+	c.mu.Unlock()
+	if reset {
+		if err := c.unlockWrite(false); err != nil {
+			return err
+		}
+		return errStreamGone
+	}
+	if err := fn(); err != nil {
+		c.wmu.Unlock()
+		c.fail(err)
+		return err
+	}
+	return c.unlockWrite(flush)
 }
 
 // awaitWindow waits until the stream may send, and takes up to n bytes of
@@ -260,7 +285,7 @@ func (w *h2response) WriteHeader(code int) {
 	if code < 200 {
 		if !w.headerSent && w.err == nil {
 			c := w.s.c
-			w.err = c.write(true, func() error {
+			w.err = w.s.write(true, func() error {
 				return c.writeHeaders(w.s.id, false, func(enc func(k, v string)) { encodeResponse(enc, code, w.header, true) })
 			})
 		}
@@ -298,7 +323,7 @@ func (w *h2response) Write(p []byte) (int, error) {
 			return total, w.err
 		}
 		chunk := p[:n]
-		if err := c.write(false, func() error { return c.fr.WriteData(s.id, false, chunk) }); err != nil {
+		if err := s.write(false, func() error { return c.fr.WriteData(s.id, false, chunk) }); err != nil {
 			w.err = err
 			return total, err
 		}
@@ -347,7 +372,7 @@ func (w *h2response) sendHeader(end bool) {
 	w.ended = end
 	c := w.s.c
 	if w.err == nil {
-		w.err = c.write(end, func() error {
+		w.err = w.s.write(end, func() error {
 			return c.writeHeaders(w.s.id, end, func(enc func(k, v string)) {
 				encodeResponse(enc, code, h, code == http.StatusNoContent)
 			})
@@ -375,7 +400,7 @@ func (w *h2response) finish(resetAfter bool) {
 		return
 	}
 	s, c := w.s, w.s.c
-	c.write(true, func() error {
+	s.write(true, func() error {
 		var err error
 		switch {
 		case w.ended:
