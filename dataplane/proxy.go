@@ -352,7 +352,8 @@ func (p *Proxy) start(lc *config.Listener, ln net.Listener, tlsCfg *listener.TLS
 		a.http = httpproxy.NewHandler(log, p.httpState(lc, tables, ctbl, logs))
 		// HTTP/2 (from a peer sidecar or a gRPC app) flushes per frame
 		// batch; coalesce those writes (TLS records included) per scheduling
-		// round. TCP listeners copy in large chunks and keep splice.
+		// round, once the connection turns out to speak HTTP/2 (the server
+		// enables it). TCP listeners copy in large chunks and keep splice.
 		ln = batchwrite.Listener(ln)
 		a.l = listener.StartTLS(lc.Name, lc.Address, ln, tlsCfg, &httpServer{srv: httpproxy.NewServer(a.http, lc.HTTP, log), h: a.http}, p.log)
 	} else {

@@ -17,6 +17,12 @@
 // them anyway), and a buffer past maxBuffered is written by Write itself, so a
 // peer that stops reading still blocks the writer.
 //
+// A connection accepted by Listener writes through until Enable turns
+// batching on: the listener cannot know yet whether it will speak HTTP/2, and
+// an HTTP/1.1 connection has one response in flight at a time, nothing to
+// coalesce, so batching there would only delay each response until the
+// processor is idle and cost a goroutine per write.
+//
 // Concurrency: Write, Close and CloseWrite may be called from any goroutine;
 // bytes reach the connection in the order the Write calls returned.
 package batchwrite
@@ -25,6 +31,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,20 +53,49 @@ type Conn struct {
 	// of the bytes because each takes the buffer under mu while holding wmu.
 	wmu sync.Mutex
 
+	batching atomic.Bool // false: Write writes through (see Enable); set once, never cleared
+
 	mu      sync.Mutex
 	buf     []byte // bytes accepted by Write, not yet written; guarded by mu
+	spare   []byte // the buffer of the last write, for reuse; guarded by mu
 	pending bool   // a flush goroutine is scheduled; guarded by mu
 	err     error  // the first write error; guarded by mu
 	closed  bool   // guarded by mu
 }
 
-// New wraps c.
-func New(c net.Conn) *Conn { return &Conn{Conn: c} }
+// New wraps c, batching from the first write.
+func New(c net.Conn) *Conn {
+	bc := &Conn{Conn: c}
+	bc.batching.Store(true)
+	return bc
+}
+
+// Enable turns batching on for the Conn that c is or wraps (through
+// NetConn, as a *tls.Conn or another wrapper exposes it). It reports whether
+// it found one. Call it before the connection's first batched write, once
+// the protocol is known to be HTTP/2.
+func Enable(c net.Conn) bool {
+	for c != nil {
+		if bc, ok := c.(*Conn); ok {
+			bc.batching.Store(true)
+			return true
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return false
+		}
+		c = u.NetConn()
+	}
+	return false
+}
 
 // Write buffers p and makes sure a flush is scheduled; it writes at once when
 // the buffer would pass maxBuffered. An error of an earlier flush is returned
 // instead, and the connection is then broken for good.
 func (c *Conn) Write(p []byte) (int, error) {
+	if !c.batching.Load() {
+		return c.writeDirect(p)
+	}
 	c.mu.Lock()
 	if err := c.errLocked(); err != nil {
 		c.mu.Unlock()
@@ -92,6 +128,21 @@ func (c *Conn) errLocked() error {
 	return nil
 }
 
+// writeDirect writes p at once; nothing is buffered before batching is on.
+func (c *Conn) writeDirect(p []byte) (int, error) {
+	c.mu.Lock()
+	err := c.errLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.keepErr(err)
+	}
+	return n, err
+}
+
 // writeThrough writes what is buffered and then p, in one write.
 func (c *Conn) writeThrough(p []byte) error {
 	c.wmu.Lock()
@@ -102,10 +153,12 @@ func (c *Conn) writeThrough(p []byte) error {
 	return c.write(data)
 }
 
-// take returns the buffer and starts a new one. Caller holds mu.
+// take returns the buffer and starts the next one in the spare, if the last
+// write has given it back. Caller holds mu and wmu (so no other taken buffer
+// is being written).
 func (c *Conn) take() []byte {
 	data := c.buf
-	c.buf = nil
+	c.buf, c.spare = c.spare, nil
 	return data
 }
 
@@ -128,14 +181,23 @@ func (c *Conn) flush() {
 // holds wmu.
 func (c *Conn) write(data []byte) error {
 	_, err := c.Conn.Write(data)
-	if err != nil {
-		c.mu.Lock()
-		if c.err == nil {
-			c.err = err
-		}
-		c.mu.Unlock()
+	c.mu.Lock()
+	if err != nil && c.err == nil {
+		c.err = err
 	}
+	if c.spare == nil && cap(data) <= maxBuffered {
+		c.spare = data[:0]
+	}
+	c.mu.Unlock()
 	return err
+}
+
+func (c *Conn) keepErr(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
 }
 
 // Flush writes what is buffered now.
@@ -211,7 +273,8 @@ func (c *Conn) flushBefore(t time.Time) {
 // NetConn returns the wrapped connection, as tls.Conn.NetConn does.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
-// Listener wraps every connection ln accepts in a Conn.
+// Listener wraps every connection ln accepts in a Conn that writes through
+// until Enable.
 func Listener(ln net.Listener) net.Listener { return listener{ln} }
 
 type listener struct{ net.Listener }
@@ -221,5 +284,5 @@ func (l listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(c), nil
+	return &Conn{Conn: c}, nil
 }

@@ -203,3 +203,50 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestListenerConnsWriteThroughUntilEnabled: an accepted connection writes
+// at once (an HTTP/1.1 response must not wait for the processor to go idle)
+// until Enable, found through a wrapper's NetConn as for *tls.Conn, turns
+// batching on.
+func TestListenerConnsWriteThroughUntilEnabled(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	under := &countingConn{}
+	ln := Listener(oneConnListener{under})
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{"a", "b", "c"} {
+		c.Write([]byte(b))
+	}
+	// Written through: each Write is a write of its own, done when it returns.
+	if n, data := under.snapshot(); n != 3 || data != "abc" {
+		t.Fatalf("before Enable: %d writes of %q, want 3 of %q", n, data, "abc")
+	}
+	if Enable(plainConn{}) {
+		t.Fatal("Enable found a batching connection in one that has none")
+	}
+	if !Enable(wrapper{c}) {
+		t.Fatal("Enable did not find the connection beneath a NetConn wrapper")
+	}
+	for _, b := range []string{"d", "e", "f"} {
+		c.Write([]byte(b))
+	}
+	waitFor(t, func() bool { n, _ := under.snapshot(); return n > 3 })
+	if n, data := under.snapshot(); n != 4 || data != "abcdef" {
+		t.Fatalf("after Enable: %d writes of %q, want 4 of %q", n, data, "abcdef")
+	}
+}
+
+type oneConnListener struct{ c net.Conn }
+
+func (l oneConnListener) Accept() (net.Conn, error) { return l.c, nil }
+func (l oneConnListener) Close() error              { return nil }
+func (l oneConnListener) Addr() net.Addr            { return nil }
+
+// wrapper exposes the connection beneath it as *tls.Conn does.
+type wrapper struct{ net.Conn }
+
+func (w wrapper) NetConn() net.Conn { return w.Conn }
+
+type plainConn struct{ net.Conn }

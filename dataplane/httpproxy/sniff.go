@@ -76,6 +76,10 @@ func newSniffConn(c net.Conn, maxHeader int) *sniffConn {
 	return s
 }
 
+// NetConn returns the wrapped connection, as tls.Conn.NetConn does
+// (dataplane/batchwrite finds its connection through it).
+func (s *sniffConn) NetConn() net.Conn { return s.Conn }
+
 // CloseWrite half-closes the underlying connection for upgraded splices.
 func (s *sniffConn) CloseWrite() error {
 	if cw, ok := s.Conn.(interface{ CloseWrite() error }); ok {

@@ -329,6 +329,10 @@ func (c *optionalConn) tlsInfo() *ConnInfo {
 	return nil
 }
 
+// NetConn returns the accepted connection, TLS or not, as tls.Conn.NetConn
+// does (dataplane/batchwrite finds its connection through it).
+func (c *optionalConn) NetConn() net.Conn { return c.Conn }
+
 // peekedConn is the raw connection with the byte peeked at in front.
 type peekedConn struct {
 	net.Conn

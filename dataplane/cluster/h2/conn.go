@@ -25,11 +25,12 @@ type conn struct {
 
 	// wmu serialises frame writes, the header encoder and stream ID order
 	// (IDs must appear on the wire in increasing order).
-	wmu  sync.Mutex
-	bw   *bufio.Writer
-	fr   *http2.Framer // its reading side is the reader goroutine's only
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	wmu    sync.Mutex
+	bw     *bufio.Writer
+	fr     *http2.Framer // its reading side is the reader goroutine's only
+	henc   *hpack.Encoder
+	hbuf   bytes.Buffer
+	encode func(k, v string) // adds a field to hbuf; made once, as a closure per block would allocate
 
 	mu           sync.Mutex
 	cond         *sync.Cond // send windows grew, or the connection failed
@@ -137,7 +138,7 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 // Caller holds wmu.
 func (c *conn) writeHeaders(id uint32, endStream bool, maxFrame uint32, fields func(enc func(k, v string))) error {
 	c.hbuf.Reset()
-	fields(func(k, v string) { c.henc.WriteField(hpack.HeaderField{Name: k, Value: v}) })
+	fields(c.encode)
 	block := c.hbuf.Bytes()
 	first := true
 	for first || len(block) > 0 {

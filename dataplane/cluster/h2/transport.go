@@ -283,6 +283,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 	c.fr.SetReuseFrames()
 	c.fr.MaxHeaderListSize = maxHeaderList
 	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.encode = func(k, v string) { c.henc.WriteField(hpack.HeaderField{Name: k, Value: v}) }
 	c.bw.WriteString(http2.ClientPreface)
 	c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},

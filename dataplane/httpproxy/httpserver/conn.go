@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/tinymesh/tinymesh/dataplane/batchwrite"
 )
 
 // Connection states, for Shutdown.
@@ -164,6 +166,9 @@ func (c *conn) handOff() {
 	c.cr.remain = maxInt64
 	c.bw.Reset(nil)
 	writerPool.Put(c.bw)
+	// Frames of many streams are worth coalescing into fewer writes; an
+	// HTTP/1.1 response, one at a time on its connection, is not.
+	batchwrite.Enable(c.rwc)
 	c.srv.serveH2(newH2Conn(c.srv, c.rwc, c.br, c.ctx, c.remoteAddr))
 }
 

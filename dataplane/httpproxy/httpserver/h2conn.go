@@ -61,11 +61,12 @@ type h2conn struct {
 
 	// wmu serialises frame writes and the header encoder. The reading
 	// goroutine never waits for it (see control).
-	wmu  sync.Mutex
-	bw   *bufio.Writer
-	fr   *http2.Framer // its reading side is the reading goroutine's only
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	wmu    sync.Mutex
+	bw     *bufio.Writer
+	fr     *http2.Framer // its reading side is the reading goroutine's only
+	henc   *hpack.Encoder
+	hbuf   bytes.Buffer
+	encode func(k, v string) // adds a field to hbuf; made once, as a closure per block would allocate
 
 	ctlMu  sync.Mutex
 	ctl    []ctlFrame // control frames to write; guarded by ctlMu
@@ -116,6 +117,7 @@ func newH2Conn(s *Server, nc net.Conn, br *bufio.Reader, ctx context.Context, re
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.fr.SetReuseFrames()
 	c.henc = hpack.NewEncoder(&c.hbuf)
+	c.encode = func(k, v string) { c.henc.WriteField(hpack.HeaderField{Name: k, Value: v}) }
 	return c
 }
 
@@ -412,25 +414,28 @@ func (c *h2conn) newRequest(s *h2stream, f *http2.MetaHeadersFrame) (*http.Reque
 		}
 		s.declLen = n
 	}
-	req := &http.Request{
-		Method:     method,
-		URL:        u,
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     h,
-		Host:       authority,
-		RemoteAddr: c.remoteAddr,
-		RequestURI: path,
-		Trailer:    trailer,
-		Body:       http.NoBody,
-	}
+	var body io.ReadCloser = http.NoBody
+	length := int64(0)
 	if !f.StreamEnded() {
-		req.Body = s
-		req.ContentLength = s.declLen
+		body, length = s, s.declLen
 	} else if s.declLen > 0 {
 		return nil, malformed
 	}
-	return req.WithContext(s.ctx), nil
+	// The literal does not escape (WithContext is inlined and copies it):
+	// one allocation.
+	return (&http.Request{
+		Method:        method,
+		URL:           u,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        h,
+		Host:          authority,
+		RemoteAddr:    c.remoteAddr,
+		RequestURI:    path,
+		Trailer:       trailer,
+		Body:          body,
+		ContentLength: length,
+	}).WithContext(s.ctx), nil
 }
 
 // canonical returns the canonical form of a lower-case header name, cached
@@ -573,7 +578,7 @@ func (c *h2conn) write(flush bool, fn func() error) error {
 // Caller holds wmu.
 func (c *h2conn) writeHeaders(id uint32, endStream bool, fields func(enc func(k, v string))) error {
 	c.hbuf.Reset()
-	fields(func(k, v string) { c.henc.WriteField(hpack.HeaderField{Name: k, Value: v}) })
+	fields(c.encode)
 	block := c.hbuf.Bytes()
 	c.mu.Lock()
 	maxFrame := c.peerMaxFrame

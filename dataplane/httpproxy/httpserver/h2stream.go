@@ -21,7 +21,7 @@ type h2stream struct {
 	cancel  context.CancelFunc
 	req     *http.Request // as the handler has it
 	handler http.Handler
-	declLen int64         // the request's Content-Length; -1: none
+	declLen int64 // the request's Content-Length; -1: none
 
 	mu          sync.Mutex
 	buf         []byte // received body bytes; buf[off:] not read yet
