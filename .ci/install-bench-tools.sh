@@ -8,6 +8,9 @@ set -euo pipefail
 
 GHZ_VERSION=v0.120.0
 FORTIO_VERSION=v1.68.2
+# h2spec is not a bench tool: e2e's TestH2Spec runs it against meshproxy and
+# fails without it. Its expected failures are this version's.
+H2SPEC_VERSION=v2.2.1+incompatible
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -69,6 +72,13 @@ if ! command -v fortio >/dev/null 2>&1 && [ ! -x "$gobin/fortio" ]; then
 	(cd / && go install "fortio.org/fortio@$FORTIO_VERSION")
 else
 	echo "install-bench-tools: fortio already present"
+fi
+
+if ! command -v h2spec >/dev/null 2>&1 && [ ! -x "$gobin/h2spec" ]; then
+	echo "install-bench-tools: go install h2spec@$H2SPEC_VERSION"
+	(cd / && go install "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION")
+else
+	echo "install-bench-tools: h2spec already present"
 fi
 
 echo "install-bench-tools: done (Go tools in $gobin)"
