@@ -78,7 +78,7 @@ func TestBytesArriveInOrder(t *testing.T) {
 	for i := range 2000 {
 		n := rng.IntN(300)
 		if i%100 == 0 {
-			n = maxBuffered + rng.IntN(maxBuffered) // through the buffer
+			n = maxBatch + rng.IntN(64<<10) // through the buffer
 		}
 		p := make([]byte, n)
 		for j := range p {
@@ -132,6 +132,24 @@ func TestWritesCoalesce(t *testing.T) {
 	waitFor(t, func() bool { n, _ := under.snapshot(); return n > 1 })
 	if n, data := under.snapshot(); n != 2 || data != "abcdefghijk" {
 		t.Fatalf("after the 11th write: %d writes of %q, want 2 of %q", n, data, "abcdefghijk")
+	}
+}
+
+// TestBatchIsBounded: a batch is written by the Write that takes it past
+// 1 KiB (a dozen small HTTP/2 requests), without waiting for the writer to
+// yield, so that the peer can start on them (see the package comment).
+func TestBatchIsBounded(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	under := &countingConn{}
+	c := New(under)
+	chunk := bytes.Repeat([]byte("x"), 513)
+	c.Write(chunk)
+	if n, _ := under.snapshot(); n != 0 {
+		t.Fatalf("after 513 bytes: %d writes, want 0 (buffered)", n)
+	}
+	c.Write(chunk)
+	if n, data := under.snapshot(); n != 1 || len(data) != 2*len(chunk) {
+		t.Fatalf("after 1026 bytes: %d writes of %d bytes, want 1 of %d, before any yield", n, len(data), 2*len(chunk))
 	}
 }
 
