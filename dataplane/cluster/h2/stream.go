@@ -272,7 +272,9 @@ func (s *stream) Close() error {
 func (s *stream) writeBody(body io.ReadCloser, trailer http.Header) {
 	defer body.Close()
 	c := s.c
-	buf := make([]byte, 16<<10)
+	bp := bodyBufs.Get().(*[]byte)
+	defer bodyBufs.Put(bp)
+	buf := *bp
 	for {
 		n, rerr := body.Read(buf)
 		for data := buf[:n]; len(data) > 0; {
@@ -330,6 +332,11 @@ func (s *stream) writeBody(body io.ReadCloser, trailer http.Header) {
 	s.mu.Unlock()
 	s.maybeDone()
 }
+
+// bodyBufs holds writeBody's buffers: one per request with a body (every
+// gRPC call), 16 KiB, a maximum-size DATA frame; allocated per request, they
+// were two thirds of a client sidecar's allocated bytes under gRPC load.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // awaitWindow waits until the stream may send, and takes up to n bytes of
 // both windows; 0 means the stream is over.

@@ -49,9 +49,9 @@ var (
 	errStreamGone = errors.New("httpserver: HTTP/2 stream reset")
 )
 
-// h2conn is one HTTP/2 connection. Its goroutine reads frames and starts a
-// goroutine per stream for the handler; that goroutine writes the
-// response's frames itself.
+// h2conn is one HTTP/2 connection. Its goroutine reads frames and hands
+// each new stream to a worker goroutine (Server.runStream) that runs the
+// handler and writes the response's frames itself.
 type h2conn struct {
 	srv        *Server
 	nc         net.Conn
