@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
 )
 
 // conn is one HTTP/2 connection.
@@ -139,26 +141,7 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 func (c *conn) writeHeaders(id uint32, endStream bool, maxFrame uint32, fields func(enc func(k, v string))) error {
 	c.hbuf.Reset()
 	fields(c.encode)
-	block := c.hbuf.Bytes()
-	first := true
-	for first || len(block) > 0 {
-		chunk := block
-		if uint32(len(chunk)) > maxFrame {
-			chunk = chunk[:maxFrame]
-		}
-		block = block[len(chunk):]
-		var err error
-		if first {
-			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: endStream, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			err = c.fr.WriteContinuation(id, len(block) == 0, chunk)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return h2wire.WriteHeaderBlock(c.fr, id, endStream, maxFrame, c.hbuf.Bytes())
 }
 
 // encodeRequest emits req's header fields.
@@ -176,7 +159,7 @@ func encodeRequest(req *http.Request, body bool, enc func(k, v string)) {
 	enc(":path", req.URL.RequestURI())
 	enc(":scheme", "http")
 	for k, vs := range req.Header {
-		lk := lower(k)
+		lk := h2wire.Lower(k)
 		switch lk {
 		case "host", "connection", "proxy-connection", "transfer-encoding", "upgrade", "keep-alive", "content-length":
 			continue // connection-specific, or set from the request below
@@ -196,32 +179,10 @@ func encodeRequest(req *http.Request, body bool, enc func(k, v string)) {
 	if len(req.Trailer) > 0 {
 		keys := make([]string, 0, len(req.Trailer))
 		for k := range req.Trailer {
-			keys = append(keys, lower(k))
+			keys = append(keys, h2wire.Lower(k))
 		}
 		enc("trailer", strings.Join(keys, ","))
 	}
-}
-
-// commonLower holds the lower-case form of frequent canonical header names,
-// so encoding them does not allocate.
-var commonLower = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
-		"Content-Encoding", "Content-Type", "Cookie", "Date", "Etag", "Grpc-Accept-Encoding", "Grpc-Encoding",
-		"Grpc-Message", "Grpc-Status", "Grpc-Timeout", "If-Modified-Since", "If-None-Match", "Location",
-		"Origin", "Referer", "Server", "Set-Cookie", "Te", "Trailer", "Traceparent", "Tracestate", "User-Agent",
-		"X-B3-Sampled", "X-B3-Spanid", "X-B3-Traceid", "X-Envoy-Attempt-Count", "X-Envoy-Expected-Rq-Timeout-Ms",
-		"X-Forwarded-Client-Cert", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id"} {
-		m[k] = strings.ToLower(k)
-	}
-	return m
-}()
-
-func lower(k string) string {
-	if l, ok := commonLower[k]; ok {
-		return l
-	}
-	return strings.ToLower(k)
 }
 
 // readLoop reads frames until the connection fails.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
 )
 
 // stream is one request and its response.
@@ -72,7 +74,10 @@ func (s *stream) onHeaders(f *http2.MetaHeadersFrame) {
 	// a one-element slice of it, not an allocation of its own.
 	vals := make([]string, len(fields))
 	for i, hf := range fields {
-		k := http.CanonicalHeaderKey(hf.Name)
+		k, ok := h2wire.Canonical(hf.Name)
+		if !ok {
+			k = http.CanonicalHeaderKey(hf.Name)
+		}
 		vals[i] = hf.Value
 		if vs, ok := h[k]; ok {
 			h[k] = append(vs, hf.Value)
@@ -312,7 +317,7 @@ func (s *stream) writeBody(body io.ReadCloser, trailer http.Header) {
 		err = c.writeHeaders(s.id, true, maxFrame, func(enc func(k, v string)) {
 			for k, vs := range trailer {
 				for _, v := range vs {
-					enc(lower(k), v)
+					enc(h2wire.Lower(k), v)
 				}
 			}
 		})

@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
 )
 
 // The HTTP/2 server's settings.
@@ -441,7 +443,7 @@ func (c *h2conn) newRequest(s *h2stream, f *http2.MetaHeadersFrame) (*http.Reque
 // canonical returns the canonical form of a lower-case header name, cached
 // per connection so that common names are converted once.
 func (c *h2conn) canonical(name string) string {
-	if k, ok := commonCanonical[name]; ok {
+	if k, ok := h2wire.Canonical(name); ok {
 		return k
 	}
 	if k, ok := c.canon[name]; ok {
@@ -579,29 +581,10 @@ func (c *h2conn) write(flush bool, fn func() error) error {
 func (c *h2conn) writeHeaders(id uint32, endStream bool, fields func(enc func(k, v string))) error {
 	c.hbuf.Reset()
 	fields(c.encode)
-	block := c.hbuf.Bytes()
 	c.mu.Lock()
 	maxFrame := c.peerMaxFrame
 	c.mu.Unlock()
-	first := true
-	for first || len(block) > 0 {
-		chunk := block
-		if uint32(len(chunk)) > maxFrame {
-			chunk = chunk[:maxFrame]
-		}
-		block = block[len(chunk):]
-		var err error
-		if first {
-			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: endStream, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			err = c.fr.WriteContinuation(id, len(block) == 0, chunk)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return h2wire.WriteHeaderBlock(c.fr, id, endStream, maxFrame, c.hbuf.Bytes())
 }
 
 // streamDone takes a stream whose handler has returned off the connection.

@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+
+	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
 )
 
 // h2stream is one HTTP/2 request: its body as the handler reads it (Read,
@@ -425,7 +427,7 @@ func (w *h2response) hasTrailers() bool {
 }
 
 func (w *h2response) encodeTrailers(enc func(k, v string)) {
-	w.eachTrailer(func(k, v string) { enc(lower(k), v) })
+	w.eachTrailer(func(k, v string) { enc(h2wire.Lower(k), v) })
 }
 
 func (w *h2response) eachTrailer(f func(k, v string)) {
@@ -467,7 +469,7 @@ func encodeResponse(enc func(k, v string), code int, h http.Header, dropLength b
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
-		lk := lower(k)
+		lk := h2wire.Lower(k)
 		for _, v := range vs {
 			if httpguts.ValidHeaderFieldValue(v) {
 				enc(lk, v)
