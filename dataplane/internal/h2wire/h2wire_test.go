@@ -1,0 +1,65 @@
+package h2wire
+
+import (
+	"bytes"
+	"net/http"
+	"testing"
+
+	"golang.org/x/net/http2"
+)
+
+// TestWriteHeaderBlockSplits: a block longer than the peer's frame size goes
+// out as HEADERS and CONTINUATION frames that a Framer reads back whole.
+func TestWriteHeaderBlockSplits(t *testing.T) {
+	for _, size := range []int{0, 10, 100, 101, 350} {
+		var buf bytes.Buffer
+		fr := http2.NewFramer(&buf, &buf)
+		block := bytes.Repeat([]byte{0x80}, size) // indexed field 0: never decoded here
+		if err := WriteHeaderBlock(fr, 3, true, 100, block); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		frames := 0
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				break
+			}
+			frames++
+			switch f := f.(type) {
+			case *http2.HeadersFrame:
+				if frames != 1 || !f.StreamEnded() || f.StreamID != 3 {
+					t.Fatalf("size %d: HEADERS as frame %d, END_STREAM %v, stream %d", size, frames, f.StreamEnded(), f.StreamID)
+				}
+				got = append(got, f.HeaderBlockFragment()...)
+				if f.HeadersEnded() != (size <= 100) {
+					t.Fatalf("size %d: END_HEADERS on HEADERS = %v", size, f.HeadersEnded())
+				}
+			case *http2.ContinuationFrame:
+				got = append(got, f.HeaderBlockFragment()...)
+			}
+		}
+		want := max(1, (size+99)/100)
+		if frames != want || !bytes.Equal(got, block) {
+			t.Errorf("size %d: %d frames carrying %d bytes, want %d frames carrying the block", size, frames, len(got), want)
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	for _, k := range []string{"Content-Type", "Grpc-Status", "X-Custom-Thing"} {
+		l := Lower(k)
+		if l != http.CanonicalHeaderKey(l) && Lower(http.CanonicalHeaderKey(l)) != l {
+			t.Errorf("Lower(%q) = %q does not round-trip", k, l)
+		}
+		if c, ok := Canonical(l); ok && c != k {
+			t.Errorf("Canonical(%q) = %q, want %q", l, c, k)
+		}
+	}
+	if _, ok := Canonical("x-custom-thing"); ok {
+		t.Error("Canonical claims an uncommon name")
+	}
+	if c, ok := Canonical("grpc-status"); !ok || c != "Grpc-Status" {
+		t.Errorf("Canonical(grpc-status) = %q, %v", c, ok)
+	}
+}
