@@ -2,7 +2,6 @@ package h2
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
 )
@@ -27,12 +25,10 @@ type conn struct {
 
 	// wmu serialises frame writes, the header encoder and stream ID order
 	// (IDs must appear on the wire in increasing order).
-	wmu    sync.Mutex
-	bw     *bufio.Writer
-	fr     *http2.Framer // its reading side is the reader goroutine's only
-	henc   *hpack.Encoder
-	hbuf   bytes.Buffer
-	encode func(k, v string) // adds a field to hbuf; made once, as a closure per block would allocate
+	wmu sync.Mutex
+	bw  *bufio.Writer
+	fr  *http2.Framer // its reading side is the reader goroutine's only
+	hw  h2wire.HeaderWriter
 
 	mu           sync.Mutex
 	cond         *sync.Cond // send windows grew, or the connection failed
@@ -139,9 +135,7 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 // writeHeaders writes a header block as HEADERS and CONTINUATION frames.
 // Caller holds wmu.
 func (c *conn) writeHeaders(id uint32, endStream bool, maxFrame uint32, fields func(enc func(k, v string))) error {
-	c.hbuf.Reset()
-	fields(c.encode)
-	return h2wire.WriteHeaderBlock(c.fr, id, endStream, maxFrame, c.hbuf.Bytes())
+	return c.hw.Write(c.fr, id, endStream, maxFrame, fields)
 }
 
 // encodeRequest emits req's header fields.
@@ -307,7 +301,7 @@ func (c *conn) applySettings(f *http2.SettingsFrame) error {
 	})
 	if hasTable {
 		c.wmu.Lock()
-		c.henc.SetMaxDynamicTableSize(tableSize)
+		c.hw.Encoder.SetMaxDynamicTableSize(tableSize)
 		c.wmu.Unlock()
 	}
 	return err

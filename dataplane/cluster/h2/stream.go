@@ -27,14 +27,12 @@ type stream struct {
 	respErr error
 
 	mu        sync.Mutex
-	delivered bool   // respc is closed
-	buf       []byte // received body bytes; buf[off:] not read yet
-	off       int
-	ended     bool  // END_STREAM received
-	err       error // reset or connection failure; reads return it
-	sentEnd   bool  // our END_STREAM is out (or no body is coming)
-	removed   bool  // out of the connection's map, reservation released
-	unacked   int   // bytes read, not yet credited to the stream's window
+	delivered bool         // respc is closed
+	in        h2wire.Inbox // received body bytes
+	ended     bool         // END_STREAM received
+	err       error        // reset or connection failure; reads return it
+	sentEnd   bool         // our END_STREAM is out (or no body is coming)
+	removed   bool         // out of the connection's map, reservation released
 	// trailers holds the trailers as they arrive; Read copies them into
 	// resp.Trailer at the end of the body, on the reader's goroutine, since
 	// the caller may look at resp.Trailer's declared keys meanwhile.
@@ -130,9 +128,8 @@ func (s *stream) onHeaders(f *http2.MetaHeadersFrame) {
 func (s *stream) onData(data []byte, padding int, end bool) {
 	s.mu.Lock()
 	if s.err == nil && !s.removed {
-		s.buf = append(s.buf, data...)
+		s.in.Add(data, padding)
 	}
-	s.unacked += padding
 	s.ended = s.ended || end
 	s.mu.Unlock()
 	if end {
@@ -219,17 +216,8 @@ func (s *stream) remove() {
 func (s *stream) Read(p []byte) (int, error) {
 	for {
 		s.mu.Lock()
-		if s.off < len(s.buf) {
-			n := copy(p, s.buf[s.off:])
-			s.off += n
-			if s.off == len(s.buf) {
-				s.buf, s.off = s.buf[:0], 0 // the next DATA reuses the array
-			}
-			s.unacked += n
-			credit := 0
-			if s.unacked >= creditEvery && !s.ended {
-				credit, s.unacked = s.unacked, 0
-			}
+		if s.in.Pending() {
+			n, credit := s.in.Take(p, creditEvery, !s.ended)
 			s.mu.Unlock()
 			if credit > 0 {
 				s.c.writeFrame(func() error { return s.c.fr.WriteWindowUpdate(s.id, uint32(credit)) })
@@ -246,12 +234,7 @@ func (s *stream) Read(p []byte) (int, error) {
 			s.trailers = nil
 			s.mu.Unlock()
 			s.stop()
-			if len(trailers) > 0 && s.resp.Trailer == nil {
-				s.resp.Trailer = make(http.Header, len(trailers))
-			}
-			for k, vs := range trailers {
-				s.resp.Trailer[k] = vs
-			}
+			h2wire.MoveTrailers(&s.resp.Trailer, trailers)
 			return 0, io.EOF
 		}
 		s.mu.Unlock()
@@ -263,7 +246,7 @@ func (s *stream) Read(p []byte) (int, error) {
 // stream.
 func (s *stream) Close() error {
 	s.mu.Lock()
-	complete := s.ended && s.err == nil && s.off == len(s.buf)
+	complete := s.ended && s.err == nil && !s.in.Pending()
 	s.mu.Unlock()
 	s.stop()
 	if !complete {

@@ -24,6 +24,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/reaper"
 )
 
 const (
@@ -63,8 +65,7 @@ type Transport struct {
 	mu      sync.Mutex
 	conns   map[string][]*conn
 	dialing map[string]*dialCall
-	reaper  *time.Timer // runs reap while connections exist; created by the first dial
-	armed   bool
+	reaper  reaper.Timer // runs reap while connections exist
 }
 
 type dialCall struct {
@@ -204,15 +205,9 @@ func (t *Transport) getConn(ctx context.Context, addr string) (*conn, error) {
 // armReaperLocked makes sure reap runs within half an IdleTimeout while
 // there are connections. Caller holds t.mu.
 func (t *Transport) armReaperLocked() {
-	if t.IdleTimeout <= 0 || t.armed {
-		return
+	if !t.reaper.Armed() {
+		t.reaper.Arm(t.IdleTimeout/2, t.reap)
 	}
-	t.armed = true
-	if t.reaper == nil {
-		t.reaper = time.AfterFunc(t.IdleTimeout/2, t.reap)
-		return
-	}
-	t.reaper.Reset(t.IdleTimeout / 2)
 }
 
 // reap closes connections that have had no stream for IdleTimeout, as
@@ -231,7 +226,7 @@ func (t *Transport) reap() {
 			c.mu.Unlock()
 		}
 	}
-	t.armed = false
+	t.reaper.Fired()
 	if len(t.conns) > len(stale) || len(t.dialing) > 0 {
 		t.armReaperLocked()
 	}
@@ -282,8 +277,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.SetReuseFrames()
 	c.fr.MaxHeaderListSize = maxHeaderList
-	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.encode = func(k, v string) { c.henc.WriteField(hpack.HeaderField{Name: k, Value: v}) }
+	c.hw.Init()
 	c.bw.WriteString(http2.ClientPreface)
 	c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},

@@ -30,6 +30,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/reaper"
 )
 
 // Transport is an http.RoundTripper for plain HTTP/1.1 (TLS, when the
@@ -48,8 +50,7 @@ type Transport struct {
 
 	mu     sync.Mutex
 	idle   map[string][]*conn // per address, most recently used last
-	reaper *time.Timer        // runs reap; created by the first put
-	armed  bool               // reaper is set to fire
+	reaper reaper.Timer       // runs reap while the pool holds connections
 }
 
 // aLongTimeAgo is a deadline in the past: setting it on a connection makes
@@ -91,10 +92,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
-	if t.armed {
-		t.reaper.Stop()
-		t.armed = false
-	}
+	t.reaper.Stop()
 	t.mu.Unlock()
 	for _, list := range idle {
 		for _, pc := range list {
@@ -193,18 +191,12 @@ func (t *Transport) put(pc *conn) {
 	t.mu.Unlock()
 }
 
-// armReaperLocked makes sure reap runs within half an IdleTimeout. A timer
-// rather than a goroutine: nothing waits while the pool is empty or busy.
+// armReaperLocked makes sure reap runs within half an IdleTimeout. Caller
+// holds t.mu.
 func (t *Transport) armReaperLocked() {
-	if t.IdleTimeout <= 0 || t.armed {
-		return
+	if !t.reaper.Armed() {
+		t.reaper.Arm(t.IdleTimeout/2, t.reap)
 	}
-	t.armed = true
-	if t.reaper == nil {
-		t.reaper = time.AfterFunc(t.IdleTimeout/2, t.reap)
-		return
-	}
-	t.reaper.Reset(t.IdleTimeout / 2)
 }
 
 // reap closes connections idle past IdleTimeout, also when no request comes
@@ -231,7 +223,7 @@ func (t *Transport) reap() {
 			t.idle[addr] = keep
 		}
 	}
-	t.armed = false
+	t.reaper.Fired()
 	if len(t.idle) > 0 {
 		t.armReaperLocked()
 	}

@@ -1,15 +1,92 @@
 // Package h2wire holds what meshproxy's HTTP/2 client (dataplane/cluster/h2)
 // and server (dataplane/httpproxy/httpserver) both need on top of
-// golang.org/x/net/http2: a header block split into HEADERS and CONTINUATION
-// frames, and header names converted between net/http's canonical form and
+// golang.org/x/net/http2: header blocks encoded and split into HEADERS and
+// CONTINUATION frames, a stream's received body with its flow-control
+// credit, and header names converted between net/http's canonical form and
 // HTTP/2's lower case without allocating for the frequent ones.
 package h2wire
 
 import (
+	"bytes"
+	"net/http"
 	"strings"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
+
+// HeaderWriter encodes header blocks for one connection. The caller
+// serialises its use with the connection's writes; the zero value is not
+// usable: call Init.
+type HeaderWriter struct {
+	Encoder *hpack.Encoder // for the peer's SETTINGS_HEADER_TABLE_SIZE
+	buf     bytes.Buffer
+	field   func(k, v string) // made once: a closure per block would allocate
+}
+
+// Init readies w; w must not move afterwards.
+func (w *HeaderWriter) Init() {
+	w.Encoder = hpack.NewEncoder(&w.buf)
+	w.field = func(k, v string) { w.Encoder.WriteField(hpack.HeaderField{Name: k, Value: v}) }
+}
+
+// Write encodes the fields that fields emits and writes them as one header
+// block (WriteHeaderBlock).
+func (w *HeaderWriter) Write(fr *http2.Framer, id uint32, endStream bool, maxFrame uint32, fields func(enc func(k, v string))) error {
+	w.buf.Reset()
+	fields(w.field)
+	return WriteHeaderBlock(fr, id, endStream, maxFrame, w.buf.Bytes())
+}
+
+// Inbox is a stream's received DATA waiting for its reader, and the count
+// of bytes read back since the stream's window was last credited. Its owner
+// guards it with the stream's lock.
+type Inbox struct {
+	buf     []byte // buf[off:] not read yet
+	off     int
+	unacked int
+}
+
+// Add appends a DATA frame's payload; its padding counts as read at once.
+func (b *Inbox) Add(data []byte, padding int) {
+	b.buf = append(b.buf, data...)
+	b.unacked += padding
+}
+
+// Pending reports whether bytes are waiting.
+func (b *Inbox) Pending() bool { return b.off < len(b.buf) }
+
+// Take copies waiting bytes into p. credit is the window update now due:
+// what has been read since the last one, once it reaches every, while more
+// may come.
+func (b *Inbox) Take(p []byte, every int, more bool) (n, credit int) {
+	n = copy(p, b.buf[b.off:])
+	b.off += n
+	if b.off == len(b.buf) {
+		b.buf, b.off = b.buf[:0], 0 // the next DATA reuses the array
+	}
+	b.unacked += n
+	if b.unacked >= every && more {
+		credit, b.unacked = b.unacked, 0
+	}
+	return n, credit
+}
+
+// Drop discards what is waiting and frees the array.
+func (b *Inbox) Drop() { b.buf, b.off = nil, 0 }
+
+// MoveTrailers copies trailers that arrived into the Trailer map the caller
+// of a body sees (resp.Trailer, req.Trailer), making it if need be. It runs
+// on the body reader's goroutine at EOF: the map's declared keys may be read
+// by that goroutine's owner meanwhile, so the frame reader must not write it.
+func MoveTrailers(dst *http.Header, trailers http.Header) {
+	if len(trailers) > 0 && *dst == nil {
+		*dst = make(http.Header, len(trailers))
+	}
+	for k, vs := range trailers {
+		(*dst)[k] = vs
+	}
+}
 
 // WriteHeaderBlock writes an encoded header block as a HEADERS frame and as
 // many CONTINUATION frames as maxFrame (the peer's SETTINGS_MAX_FRAME_SIZE)

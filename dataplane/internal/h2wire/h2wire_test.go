@@ -63,3 +63,30 @@ func TestNames(t *testing.T) {
 		t.Errorf("Canonical(grpc-status) = %q, %v", c, ok)
 	}
 }
+
+// TestInbox: bytes come out in order, padding and read bytes are credited
+// together once they reach the threshold, and not once the stream has ended.
+func TestInbox(t *testing.T) {
+	var b Inbox
+	b.Add([]byte("hello"), 3)
+	p := make([]byte, 2)
+	if n, credit := b.Take(p, 6, true); n != 2 || string(p) != "he" || credit != 0 {
+		t.Fatalf("first Take = %d %q credit %d, want 2 \"he\" 0", n, p[:n], credit)
+	}
+	p = make([]byte, 10)
+	if n, credit := b.Take(p, 6, true); n != 3 || string(p[:n]) != "llo" || credit != 8 {
+		t.Fatalf("second Take = %d %q credit %d, want 3 \"llo\" 8 (5 read + 3 padding)", n, p[:n], credit)
+	}
+	if b.Pending() {
+		t.Fatal("Pending after everything was read")
+	}
+	b.Add([]byte("0123456789"), 0)
+	if n, credit := b.Take(p, 6, false); n != 10 || credit != 0 {
+		t.Fatalf("Take after the end = %d credit %d, want 10 and no credit", n, credit)
+	}
+	b.Add([]byte("x"), 0)
+	b.Drop()
+	if b.Pending() {
+		t.Fatal("Pending after Drop")
+	}
+}

@@ -82,3 +82,22 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// CancelMidBody reads the first bytes of resp, which must be "partial",
+// cancels its request while the rest is awaited, and fails t unless the
+// body then ends in an error; it closes the body.
+func CancelMidBody(t testing.TB, resp *http.Response, cancel context.CancelFunc) {
+	t.Helper()
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "partial" {
+		t.Fatalf("first bytes %q, %v", buf, err)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		cancel()
+	}()
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("reading a response whose request was cancelled ended without an error")
+	}
+	resp.Body.Close()
+}
