@@ -527,16 +527,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 	}
 	defer resp.Body.Close()
 	c.Upstream.ObserveResponse(ep, resp.StatusCode) // outlier detection
-	if r.ProtoMajor == 1 && out.Body != nil {
-		// Let the upstream answer while the request body still streams in
-		// (HTTP/1.1 net/http otherwise reads the request body to completion
-		// before the first response write). Only now, with a response to
-		// stream: enabled on a request that ends in an error response, net/http
-		// drains the unread body after the handler and starts a background read
-		// that races with the next request's read ("invalid concurrent
-		// Body.Read call").
-		http.NewResponseController(w).EnableFullDuplex()
-	}
+	// The response streams back while the request body may still stream in:
+	// httpserver reads and writes an HTTP/1.1 connection in full duplex.
 
 	hdr := w.Header()
 	for k, vs := range resp.Header {
@@ -563,8 +555,8 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 	fl, _ := w.(http.Flusher)
 	// Send the headers at once so a streaming client sees the call start, but
 	// not for a gRPC trailers-only response (status in the headers): that
-	// must stay a single HEADERS frame with END_STREAM, which net/http only
-	// produces when nothing was flushed before the handler returns.
+	// must stay a single HEADERS frame with END_STREAM, which the server
+	// only produces when nothing was flushed before the handler returns.
 	if _, trailersOnly := resp.Header["Grpc-Status"]; flush && fl != nil && !trailersOnly {
 		fl.Flush()
 	}

@@ -2,7 +2,6 @@ package httpserver
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -63,12 +62,10 @@ type h2conn struct {
 
 	// wmu serialises frame writes and the header encoder. The reading
 	// goroutine never waits for it (see control).
-	wmu    sync.Mutex
-	bw     *bufio.Writer
-	fr     *http2.Framer // its reading side is the reading goroutine's only
-	henc   *hpack.Encoder
-	hbuf   bytes.Buffer
-	encode func(k, v string) // adds a field to hbuf; made once, as a closure per block would allocate
+	wmu sync.Mutex
+	bw  *bufio.Writer
+	fr  *http2.Framer // its reading side is the reading goroutine's only
+	hw  h2wire.HeaderWriter
 
 	ctlMu  sync.Mutex
 	ctl    []ctlFrame // control frames to write; guarded by ctlMu
@@ -118,8 +115,7 @@ func newH2Conn(s *Server, nc net.Conn, br *bufio.Reader, ctx context.Context, re
 	c.fr.MaxHeaderListSize = uint32(s.maxHeaderBytes())
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.fr.SetReuseFrames()
-	c.henc = hpack.NewEncoder(&c.hbuf)
-	c.encode = func(k, v string) { c.henc.WriteField(hpack.HeaderField{Name: k, Value: v}) }
+	c.hw.Init()
 	return c
 }
 
@@ -239,7 +235,7 @@ func (c *h2conn) applySettings(f *http2.SettingsFrame) error {
 			c.mu.Unlock()
 		case http2.SettingHeaderTableSize:
 			c.wmu.Lock()
-			c.henc.SetMaxDynamicTableSizeLimit(st.Val)
+			c.hw.Encoder.SetMaxDynamicTableSizeLimit(st.Val)
 			c.wmu.Unlock()
 		}
 		return nil
@@ -579,12 +575,10 @@ func (c *h2conn) write(flush bool, fn func() error) error {
 // writeHeaders writes a header block as HEADERS and CONTINUATION frames.
 // Caller holds wmu.
 func (c *h2conn) writeHeaders(id uint32, endStream bool, fields func(enc func(k, v string))) error {
-	c.hbuf.Reset()
-	fields(c.encode)
 	c.mu.Lock()
 	maxFrame := c.peerMaxFrame
 	c.mu.Unlock()
-	return h2wire.WriteHeaderBlock(c.fr, id, endStream, maxFrame, c.hbuf.Bytes())
+	return c.hw.Write(c.fr, id, endStream, maxFrame, fields)
 }
 
 // streamDone takes a stream whose handler has returned off the connection.

@@ -26,13 +26,11 @@ type h2stream struct {
 	declLen int64 // the request's Content-Length; -1: none
 
 	mu          sync.Mutex
-	buf         []byte // received body bytes; buf[off:] not read yet
-	off         int
-	remoteEnded bool  // END_STREAM received
-	bodyErr     error // the stream was reset or the connection failed
-	bodyClosed  bool  // the handler closed the body or returned
-	unacked     int   // bytes read (or padding), not yet credited to the stream
-	recvWin     int32 // what the client may still send
+	in          h2wire.Inbox // received body bytes
+	remoteEnded bool         // END_STREAM received
+	bodyErr     error        // the stream was reset or the connection failed
+	bodyClosed  bool         // the handler closed the body or returned
+	recvWin     int32        // what the client may still send
 	gotLen      int64
 	trailers    http.Header // arrived; Read hands them over at EOF
 	notify      chan struct{}
@@ -70,9 +68,8 @@ func (s *h2stream) onData(data []byte, n int, end bool) error {
 		return http2.StreamError{StreamID: s.id, Code: code}
 	}
 	if !s.bodyClosed && s.bodyErr == nil {
-		s.buf = append(s.buf, data...)
+		s.in.Add(data, n-len(data)) // padding goes back with the next credit
 	}
-	s.unacked += n - len(data) // padding goes back with the next credit
 	s.remoteEnded = end
 	s.mu.Unlock()
 	s.wake()
@@ -123,18 +120,9 @@ func (s *h2stream) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, http.ErrBodyReadAfterClose
 		}
-		if s.off < len(s.buf) {
-			n := copy(p, s.buf[s.off:])
-			s.off += n
-			if s.off == len(s.buf) {
-				s.buf, s.off = s.buf[:0], 0 // the next DATA reuses the array
-			}
-			s.unacked += n
-			credit := 0
-			if s.unacked >= h2CreditEvery && !s.remoteEnded {
-				credit, s.unacked = s.unacked, 0
-				s.recvWin += int32(credit)
-			}
+		if s.in.Pending() {
+			n, credit := s.in.Take(p, h2CreditEvery, !s.remoteEnded)
+			s.recvWin += int32(credit)
 			s.mu.Unlock()
 			if credit > 0 {
 				s.c.control(ctlFrame{kind: http2.FrameWindowUpdate, id: s.id, val: uint32(credit)})
@@ -150,12 +138,7 @@ func (s *h2stream) Read(p []byte) (int, error) {
 			trailers := s.trailers
 			s.trailers = nil
 			s.mu.Unlock()
-			if len(trailers) > 0 && s.req.Trailer == nil {
-				s.req.Trailer = make(http.Header, len(trailers))
-			}
-			for k, vs := range trailers {
-				s.req.Trailer[k] = vs
-			}
+			h2wire.MoveTrailers(&s.req.Trailer, trailers)
 			return 0, io.EOF
 		}
 		s.mu.Unlock()
@@ -167,7 +150,7 @@ func (s *h2stream) Read(p []byte) (int, error) {
 func (s *h2stream) Close() error {
 	s.mu.Lock()
 	s.bodyClosed = true
-	s.buf, s.off = nil, 0
+	s.in.Drop()
 	s.mu.Unlock()
 	s.wake()
 	return nil
@@ -186,7 +169,7 @@ func (s *h2stream) run() {
 	s.mu.Lock()
 	remoteOpen := !s.remoteEnded && s.bodyErr == nil
 	s.bodyClosed = true
-	s.buf = nil
+	s.in.Drop()
 	s.mu.Unlock()
 	s.wake() // a body reader the handler left behind
 	switch {
@@ -430,27 +413,13 @@ func (w *h2response) encodeTrailers(enc func(k, v string)) {
 	w.eachTrailer(func(k, v string) { enc(h2wire.Lower(k), v) })
 }
 
+// eachTrailer calls f for the trailers whose values HTTP/2 can carry.
 func (w *h2response) eachTrailer(f func(k, v string)) {
-	h := w.header
-	for _, decl := range h["Trailer"] {
-		for k := range strings.SplitSeq(decl, ",") {
-			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-			for _, v := range h[k] {
-				if httpguts.ValidHeaderFieldValue(v) {
-					f(k, v)
-				}
-			}
+	eachTrailer(w.header, w.header["Trailer"], func(k, v string) {
+		if httpguts.ValidHeaderFieldValue(v) {
+			f(k, v)
 		}
-	}
-	for k, vs := range h {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidHeaderFieldName(name) {
-			for _, v := range vs {
-				if httpguts.ValidHeaderFieldValue(v) {
-					f(name, v)
-				}
-			}
-		}
-	}
+	})
 }
 
 // encodeResponse emits a response head's fields: connection-specific fields,

@@ -32,7 +32,7 @@ type response struct {
 	length      int64 // the declared Content-Length; -1: none
 	written     int64
 	closeAfter  bool     // the connection ends with this response
-	trailers    []string // declared in "Trailer"
+	declared    []string // the "Trailer" header when the header went out
 	err         error    // the first write error; later writes return it
 	scratch     [32]byte
 }
@@ -44,8 +44,7 @@ func (w *response) reset(c *conn, req *http.Request) {
 	} else {
 		clear(h)
 	}
-	tr := w.trailers[:0]
-	*w = response{c: c, req: req, header: h, length: -1, trailers: tr}
+	*w = response{c: c, req: req, header: h, length: -1}
 }
 
 func (w *response) Header() http.Header { return w.header }
@@ -186,7 +185,7 @@ func (w *response) sendHeader() {
 	is11 := w.req.ProtoAtLeast(1, 1)
 	// A sized body left unread beyond what drain reads: say now that the
 	// connection ends, or a client that finishes sending may reuse it.
-	if w.req.Close || c.srv.closing.Load() || hasToken(h["Connection"], "close") || w.body.tooLargeToDrain() {
+	if w.req.Close || c.srv.closing.Load() || httpguts.HeaderValuesContainsToken(h["Connection"], "close") || w.body.tooLargeToDrain() {
 		w.closeAfter = true
 	}
 	length := int64(-1)
@@ -207,13 +206,7 @@ func (w *response) sendHeader() {
 		w.length = length
 	case is11:
 		w.chunked = true
-		for _, v := range h["Trailer"] {
-			for f := range strings.SplitSeq(v, ",") {
-				if f = strings.TrimSpace(f); f != "" {
-					w.trailers = append(w.trailers, http.CanonicalHeaderKey(f))
-				}
-			}
-		}
+		w.declared = h["Trailer"]
 	default:
 		w.closeAfter = true // HTTP/1.0: the body ends with the connection
 	}
@@ -259,18 +252,7 @@ func (w *response) finish() bool {
 	bw := w.c.bw
 	if w.chunked && w.err == nil {
 		bw.WriteString("0\r\n")
-		for _, k := range w.trailers {
-			for _, v := range w.header[k] {
-				writeField(bw, k, v)
-			}
-		}
-		for k, vs := range w.header {
-			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidHeaderFieldName(name) {
-				for _, v := range vs {
-					writeField(bw, name, v)
-				}
-			}
-		}
+		eachTrailer(w.header, w.declared, func(k, v string) { writeField(bw, k, v) })
 		bw.WriteString("\r\n")
 	}
 	if w.length >= 0 && w.written < w.length {
@@ -329,17 +311,6 @@ func writeField(bw *bufio.Writer, k, v string) {
 	}
 	bw.WriteString(v)
 	bw.WriteString("\r\n")
-}
-
-func hasToken(vs []string, token string) bool {
-	for _, v := range vs {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(f), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // statusLine returns the status line for code, constant for the common ones.
