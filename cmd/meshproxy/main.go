@@ -15,10 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	"github.com/tinymesh/tinymesh/dataplane"
 	"github.com/tinymesh/tinymesh/dataplane/admin"
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
 	"github.com/tinymesh/tinymesh/xds/client"
 )
 

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	wirecorev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
 	"github.com/tinymesh/tinymesh/xds/client"
 	"github.com/tinymesh/tinymesh/xds/xdstest"
 )
@@ -57,7 +58,7 @@ func start(t *testing.T, mode client.Mode, mod func(*client.Options)) *harness {
 	h := &harness{t: t, srv: srv, applied: make(chan *config.Snapshot, 100)}
 	opts := client.Options{
 		ServerAddr:          srv.Addr(),
-		Node:                &corev3.Node{Id: nodeID, Cluster: "frontend.default"},
+		Node:                &wirecorev3.Node{Id: nodeID, Cluster: "frontend.default"},
 		Mode:                mode,
 		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
 		InitialFetchTimeout: time.Minute, // tests of ordering must not see it fire

@@ -6,12 +6,12 @@ import (
 	"slices"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
+	tlsv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/tinymesh/tinymesh/xds/resource"
 )
 
@@ -70,11 +70,15 @@ func (c *Client) ConfigDump() ([]byte, error) {
 	if d == nil {
 		d = &dumpState{}
 	}
+	types, err := envoyTypes()
+	if err != nil {
+		return nil, fmt.Errorf("config dump: %w", err)
+	}
 	type entry = map[string]any
 	configs := []entry{}
 	var firstErr error
 	marshal := func(r rawResource) json.RawMessage {
-		b, err := protojson.Marshal(r.any)
+		b, err := protojson.MarshalOptions{Resolver: types}.Marshal(r.any)
 		if err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("config dump: %s: %w", r.any.GetTypeUrl(), err)
 		}
@@ -146,7 +150,7 @@ func (c *Client) ConfigDump() ([]byte, error) {
 			if sec.Certificate != nil {
 				chain = sec.Certificate.CertificateChain
 			}
-			a, err := anypb.New(localSecretProto(n, sec.Certificate != nil, sec.TrustedCA, chain))
+			a, err := resource.Pack(localSecretProto(n, sec.Certificate != nil, sec.TrustedCA, chain))
 			if err != nil {
 				return nil, fmt.Errorf("config dump: secret %q: %w", n, err)
 			}
@@ -171,7 +175,7 @@ func (c *Client) ConfigDump() ([]byte, error) {
 // generic secret and session ticket keys replaced by Redacted.
 func redactSecret(a *anypb.Any) (*anypb.Any, error) {
 	var s tlsv3.Secret
-	if err := a.UnmarshalTo(&s); err != nil {
+	if err := resource.Unpack(a, &s); err != nil {
 		return nil, fmt.Errorf("config dump: Secret: %w", err)
 	}
 	red := func() *corev3.DataSource {
@@ -194,7 +198,7 @@ func redactSecret(a *anypb.Any) (*anypb.Any, error) {
 			t.SessionTicketKeys.Keys[i] = red()
 		}
 	}
-	out, err := anypb.New(&s)
+	out, err := resource.Pack(&s)
 	if err != nil {
 		return nil, fmt.Errorf("config dump: Secret %q: %w", s.GetName(), err)
 	}

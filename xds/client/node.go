@@ -5,8 +5,9 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
 )
 
 // NodeInfo describes a sidecar for NewNode; see docs/xds-conventions.md.

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
+	discoveryv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/service/discovery/v3"
+	status "github.com/tinymesh/tinymesh/proto/envoywire/google/rpc"
 )
 
 // errorDetail is the google.rpc.Status a NACK carries: INVALID_ARGUMENT with the
@@ -20,13 +21,30 @@ func errorDetail(err error) *status.Status {
 	return &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 }
 
+// The two ADS methods (envoy.service.discovery.v3.AggregatedDiscoveryService),
+// called with proto/envoywire's mirrors of their messages.
+const (
+	methodSotW  = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+	methodDelta = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+)
+
+var adsStream = grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+func openADS[Req, Resp any](ctx context.Context, conn *grpc.ClientConn, method string) (grpc.BidiStreamingClient[Req, Resp], error) {
+	s, err := conn.NewStream(ctx, &adsStream, method)
+	if err != nil {
+		return nil, err
+	}
+	return &grpc.GenericClientStream[Req, Resp]{ClientStream: s}, nil
+}
+
 type sotwStream struct {
-	s    discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	s    grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
 	node *corev3.Node
 }
 
 func newSotWStream(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node) (*sotwStream, error) {
-	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	s, err := openADS[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse](ctx, conn, methodSotW)
 	if err != nil {
 		return nil, fmt.Errorf("open ADS stream: %w", err)
 	}
@@ -71,12 +89,12 @@ func (s *sotwStream) recv() (*update, error) {
 }
 
 type deltaStream struct {
-	s    discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	s    grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]
 	node *corev3.Node
 }
 
 func newDeltaStream(ctx context.Context, conn *grpc.ClientConn, node *corev3.Node) (*deltaStream, error) {
-	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	s, err := openADS[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse](ctx, conn, methodDelta)
 	if err != nil {
 		return nil, fmt.Errorf("open delta ADS stream: %w", err)
 	}

@@ -3,15 +3,15 @@ package resource
 import (
 	"sort"
 
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
-	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tinymesh/tinymesh/dataplane/accesslog"
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	accesslogv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/accesslog/v3"
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
+	filev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/access_loggers/file/v3"
+	streamv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/access_loggers/stream/v3"
+	typev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/type/v3"
 )
 
 const (
@@ -50,7 +50,7 @@ func decodeAccessLogs(p path, logs []*accesslogv3.AccessLog) ([]config.AccessLog
 		switch tc.GetTypeUrl() {
 		case typeFileAccessLog:
 			var fl filev3.FileAccessLog
-			if err := tc.UnmarshalTo(&fl); err != nil {
+			if err := Unpack(tc, &fl); err != nil {
 				return nil, cp.errorf("%v", err)
 			}
 			if fl.GetPath() == "" {
@@ -69,13 +69,13 @@ func decodeAccessLogs(p path, logs []*accesslogv3.AccessLog) ([]config.AccessLog
 			if tc.GetTypeUrl() == typeStderrAccessLog {
 				c.Path = "/dev/stderr"
 				var sl streamv3.StderrAccessLog
-				if err := tc.UnmarshalTo(&sl); err != nil {
+				if err := Unpack(tc, &sl); err != nil {
 					return nil, cp.errorf("%v", err)
 				}
 				format = sl.GetLogFormat()
 			} else {
 				var sl streamv3.StdoutAccessLog
-				if err := tc.UnmarshalTo(&sl); err != nil {
+				if err := Unpack(tc, &sl); err != nil {
 					return nil, cp.errorf("%v", err)
 				}
 				format = sl.GetLogFormat()

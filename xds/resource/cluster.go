@@ -3,15 +3,15 @@ package resource
 import (
 	"sort"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	clusterv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/cluster/v3"
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
+	endpointv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/endpoint/v3"
+	httpv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/upstreams/http/v3"
 )
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -26,8 +26,13 @@ type Cluster struct {
 	EDSServiceName string
 }
 
-// DecodeCluster validates c and converts it. Errors are *Error.
-func DecodeCluster(c *clusterv3.Cluster) (*Cluster, error) {
+// DecodeCluster validates m and converts it. m is the proto/envoywire mirror or
+// go-control-plane's message. Errors are *Error.
+func DecodeCluster(m proto.Message) (*Cluster, error) {
+	c, err := FromEnvoy[*clusterv3.Cluster](m)
+	if err != nil {
+		return nil, &Error{Type: KindCluster, Reason: err.Error()}
+	}
 	p := path{kind: KindCluster, name: c.GetName()}
 	if c.GetName() == "" {
 		return nil, p.at("name").errorf("must not be empty")
@@ -80,7 +85,6 @@ func DecodeCluster(c *clusterv3.Cluster) (*Cluster, error) {
 	if len(c.GetTransportSocketMatches()) > 0 {
 		return nil, p.at("transport_socket_matches").errorf("not supported (use transport_socket)")
 	}
-	var err error
 	if out.Config.CircuitBreakers, err = decodeCircuitBreakers(p.at("circuit_breakers"), c.GetCircuitBreakers()); err != nil {
 		return nil, err
 	}
@@ -132,7 +136,7 @@ func DecodeCluster(c *clusterv3.Cluster) (*Cluster, error) {
 
 func decodeProtocol(p path, a *anypb.Any) (config.Protocol, error) {
 	var o httpv3.HttpProtocolOptions
-	if err := anypb.UnmarshalTo(a, &o, proto.UnmarshalOptions{}); err != nil {
+	if err := Unpack(a, &o); err != nil {
 		return 0, p.errorf("%v", err)
 	}
 	switch u := o.GetUpstreamProtocolOptions().(type) {
@@ -161,8 +165,13 @@ type Assignment struct {
 	Endpoints   []config.Endpoint
 }
 
-// DecodeClusterLoadAssignment validates a and converts it. Errors are *Error.
-func DecodeClusterLoadAssignment(a *endpointv3.ClusterLoadAssignment) (*Assignment, error) {
+// DecodeClusterLoadAssignment validates m and converts it. m is the proto/envoywire mirror or
+// go-control-plane's message. Errors are *Error.
+func DecodeClusterLoadAssignment(m proto.Message) (*Assignment, error) {
+	a, err := FromEnvoy[*endpointv3.ClusterLoadAssignment](m)
+	if err != nil {
+		return nil, &Error{Type: KindClusterLoadAssignment, Reason: err.Error()}
+	}
 	p := path{kind: KindClusterLoadAssignment, name: a.GetClusterName()}
 	if a.GetClusterName() == "" {
 		return nil, p.at("cluster_name").errorf("must not be empty")

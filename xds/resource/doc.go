@@ -8,6 +8,12 @@
 // is rejected with an *Error naming the resource type, name and field path; the
 // client sends that text verbatim as the NACK error_detail.
 //
+// It decodes into proto/envoywire's mirrors of the Envoy messages, not into
+// go-control-plane's, so a sidecar never links or builds descriptors for the
+// whole Envoy type graph (xds/internal/wiregen explains the mirrors). The
+// exported decoders take either kind of message; Unpack, Pack and TypeURL
+// handle Anys under the Envoy type URLs.
+//
 // The package is pure: no goroutines, no package state, and no I/O except one:
 // TLS DataSources given as a filename are read while decoding, as Envoy reads
 // them when it loads the config, so an unreadable or invalid certificate is a

@@ -6,16 +6,15 @@ import (
 	"strings"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
+	listenerv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/listener/v3"
+	routerv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/filters/network/tcp_proxy/v3"
 )
 
 const (
@@ -45,8 +44,13 @@ type Listener struct {
 	InlineRoute *config.RouteConfig
 }
 
-// DecodeListener validates l and converts it. Errors are *Error.
-func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
+// DecodeListener validates m and converts it. m is the proto/envoywire mirror or
+// go-control-plane's message. Errors are *Error.
+func DecodeListener(m proto.Message) (*Listener, error) {
+	l, err := FromEnvoy[*listenerv3.Listener](m)
+	if err != nil {
+		return nil, &Error{Type: KindListener, Reason: err.Error()}
+	}
 	p := path{kind: KindListener, name: l.GetName()}
 	if l.GetName() == "" {
 		return nil, p.at("name").errorf("must not be empty")
@@ -101,7 +105,7 @@ func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
 	switch tc.GetTypeUrl() {
 	case typeHCM:
 		var hcm hcmv3.HttpConnectionManager
-		if err := anypb.UnmarshalTo(tc, &hcm, proto.UnmarshalOptions{}); err != nil {
+		if err := Unpack(tc, &hcm); err != nil {
 			return nil, fp.at("typed_config").errorf("%v", err)
 		}
 		if err := decodeHCM(fp.at("typed_config"), &hcm, out); err != nil {
@@ -109,7 +113,7 @@ func DecodeListener(l *listenerv3.Listener) (*Listener, error) {
 		}
 	case typeTCPProxy:
 		var tp tcpv3.TcpProxy
-		if err := anypb.UnmarshalTo(tc, &tp, proto.UnmarshalOptions{}); err != nil {
+		if err := Unpack(tc, &tp); err != nil {
 			return nil, fp.at("typed_config").errorf("%v", err)
 		}
 		tcp, err := decodeTCPProxy(fp.at("typed_config"), &tp)
@@ -287,7 +291,7 @@ func decodeHCM(p path, h *hcmv3.HttpConnectionManager, out *Listener) error {
 					return fp.errorf("the last HTTP filter must be envoy.filters.http.router, got %s", tc.GetTypeUrl())
 				}
 				var r routerv3.Router
-				if err := anypb.UnmarshalTo(tc, &r, proto.UnmarshalOptions{}); err != nil {
+				if err := Unpack(tc, &r); err != nil {
 					return fp.at("typed_config").errorf("%v", err)
 				}
 			} else if f.GetName() != "envoy.filters.http.router" {

@@ -200,7 +200,7 @@ func FuzzDecodeListener(f *testing.F) {
 
 // checkDecodeError runs decode (named name in messages) on in and wants exactly
 // the error text want: the text is the NACK detail a control plane sees.
-func checkDecodeError[M, R any](t *testing.T, name string, decode func(M) (R, error), in M, want string) {
+func checkDecodeError[R any](t *testing.T, name string, decode func(proto.Message) (R, error), in proto.Message, want string) {
 	t.Helper()
 	got, err := decode(in)
 	if err == nil {

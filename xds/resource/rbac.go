@@ -5,18 +5,18 @@ import (
 	"net/netip"
 	"sort"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	listenerv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/listener/v3"
+	rbacv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/rbac/v3"
+	routev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/route/v3"
+	httprbacv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/filters/network/rbac/v3"
+	matcherv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/type/matcher/v3"
 )
 
 // RBAC: the HTTP filter (envoy.filters.http.rbac) in an HCM with its per-route
@@ -82,7 +82,7 @@ func decodeHTTPRBACFilter(p path, f *hcmv3.HttpFilter) (*config.RBACFilter, erro
 		return nil, p.at("typed_config").errorf("must be set")
 	}
 	var r httprbacv3.RBAC
-	if err := anypb.UnmarshalTo(tc, &r, proto.UnmarshalOptions{}); err != nil {
+	if err := Unpack(tc, &r); err != nil {
 		return nil, p.at("typed_config").errorf("%v", err)
 	}
 	return decodeHTTPRBAC(p.at("typed_config"), &r)
@@ -116,7 +116,7 @@ func decodePerFilterRBAC(p path, m map[string]*anypb.Any) (*config.RBACFilter, e
 	p = p.at(fmt.Sprintf("typed_per_filter_config[%q]", HTTPRBACFilter))
 	if a.GetTypeUrl() == typeFilterConfig {
 		var fc routev3.FilterConfig
-		if err := anypb.UnmarshalTo(a, &fc, proto.UnmarshalOptions{}); err != nil {
+		if err := Unpack(a, &fc); err != nil {
 			return nil, p.errorf("%v", err)
 		}
 		if fc.GetDisabled() {
@@ -131,7 +131,7 @@ func decodePerFilterRBAC(p path, m map[string]*anypb.Any) (*config.RBACFilter, e
 		return nil, p.errorf("want %s, got %s", typeHTTPRBACPerRoute, a.GetTypeUrl())
 	}
 	var pr httprbacv3.RBACPerRoute
-	if err := anypb.UnmarshalTo(a, &pr, proto.UnmarshalOptions{}); err != nil {
+	if err := Unpack(a, &pr); err != nil {
 		return nil, p.errorf("%v", err)
 	}
 	if pr.GetRbac() == nil {
@@ -160,7 +160,7 @@ func decodeNetworkRBAC(p path, f *listenerv3.Filter) (*config.RBAC, error) {
 	}
 	p = p.at("typed_config")
 	var r netrbacv3.RBAC
-	if err := anypb.UnmarshalTo(tc, &r, proto.UnmarshalOptions{}); err != nil {
+	if err := Unpack(tc, &r); err != nil {
 		return nil, p.errorf("%v", err)
 	}
 	// Shadow rules and stat_prefix only feed stats, as in decodeHTTPRBAC.

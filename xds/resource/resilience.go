@@ -4,11 +4,11 @@ import (
 	"math"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	clusterv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/cluster/v3"
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
 )
 
 // Envoy's outlier detection defaults (cluster.v3.OutlierDetection).

@@ -4,16 +4,22 @@ import (
 	"regexp"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
+	routev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/route/v3"
+	matcherv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/type/matcher/v3"
 )
 
-// DecodeRouteConfig validates rc and converts it. Errors are *Error.
-func DecodeRouteConfig(rc *routev3.RouteConfiguration) (*config.RouteConfig, error) {
+// DecodeRouteConfig validates m and converts it. m is the proto/envoywire mirror or
+// go-control-plane's message. Errors are *Error.
+func DecodeRouteConfig(m proto.Message) (*config.RouteConfig, error) {
+	rc, err := FromEnvoy[*routev3.RouteConfiguration](m)
+	if err != nil {
+		return nil, &Error{Type: KindRouteConfiguration, Reason: err.Error()}
+	}
 	p := path{kind: KindRouteConfiguration, name: rc.GetName()}
 	if rc.GetName() == "" {
 		return nil, p.at("name").errorf("must not be empty")

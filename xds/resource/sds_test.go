@@ -231,7 +231,7 @@ func TestDecodeSecret(t *testing.T) {
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
-			checkDecodeError(t, "DecodeSecret", func(s *tlsv3.Secret) (*config.TLSSecret, error) { return resource.DecodeSecret(s, tt.keys) }, tt.in, tt.want)
+			checkDecodeError(t, "DecodeSecret", func(s proto.Message) (*config.TLSSecret, error) { return resource.DecodeSecret(s, tt.keys) }, tt.in, tt.want)
 		})
 	}
 }

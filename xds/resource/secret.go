@@ -7,9 +7,10 @@ import (
 	"encoding/pem"
 	"errors"
 
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	tlsv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/transport_sockets/tls/v3"
 )
 
 // KindSecret and TypeSecret name SDS secrets, delivered over ADS like the
@@ -34,11 +35,16 @@ type KeyFinder interface {
 	PrivateKeyPEM(pub crypto.PublicKey) ([]byte, bool)
 }
 
-// DecodeSecret validates s and converts it: a tls_certificate (inline chain
-// and key, or a chain whose key the proxy holds, found through keys by the
-// leaf's public key; keys may be nil) or a validation_context with a trusted
-// CA. Errors are *Error.
-func DecodeSecret(s *tlsv3.Secret, keys KeyFinder) (*config.TLSSecret, error) {
+// DecodeSecret validates m, the proto/envoywire mirror of a Secret or
+// go-control-plane's, and converts it: a tls_certificate (inline chain and
+// key, or a chain whose key the proxy holds, found through keys by the leaf's
+// public key; keys may be nil) or a validation_context with a trusted CA.
+// Errors are *Error.
+func DecodeSecret(m proto.Message, keys KeyFinder) (*config.TLSSecret, error) {
+	s, err := FromEnvoy[*tlsv3.Secret](m)
+	if err != nil {
+		return nil, &Error{Type: KindSecret, Reason: err.Error()}
+	}
 	p := path{kind: KindSecret, name: s.GetName()}
 	if s.GetName() == "" {
 		return nil, p.at("name").errorf("must not be empty")

@@ -10,14 +10,14 @@ import (
 	"sort"
 	"strconv"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
+	tlsv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/type/matcher/v3"
 )
 
 // Transport socket names and typed_config type URLs we understand.
@@ -122,7 +122,7 @@ func decodeDownstreamTLS(p path, ts *corev3.TransportSocket, http bool) (*config
 	}
 	tp := p.at("typed_config")
 	var d tlsv3.DownstreamTlsContext
-	if err := anypb.UnmarshalTo(a, &d, proto.UnmarshalOptions{}); err != nil {
+	if err := Unpack(a, &d); err != nil {
 		return nil, tp.errorf("%v", err)
 	}
 	if err := rejectUnset(tp, &d, "common_tls_context", "require_client_certificate", "require_sni",
@@ -184,7 +184,7 @@ func decodeUpstreamTLS(p path, ts *corev3.TransportSocket, speaks config.Protoco
 	}
 	tp := p.at("typed_config")
 	var u tlsv3.UpstreamTlsContext
-	if err := anypb.UnmarshalTo(a, &u, proto.UnmarshalOptions{}); err != nil {
+	if err := Unpack(a, &u); err != nil {
 		return nil, tp.errorf("%v", err)
 	}
 	// max_session_keys is an upper bound on cached sessions; we cache none,

@@ -4,12 +4,11 @@ import (
 	"math"
 	"net/url"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-
 	"github.com/tinymesh/tinymesh/dataplane/config"
+	corev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/core/v3"
+	tracev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/config/trace/v3"
+	hcmv3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/tinymesh/tinymesh/proto/envoywire/envoy/type/v3"
 )
 
 const (
@@ -71,7 +70,7 @@ func decodeTracing(p path, t *hcmv3.HttpConnectionManager_Tracing) (*config.Trac
 	}
 	cp := pp.at("typed_config")
 	var ot tracev3.OpenTelemetryConfig
-	if err := tc.UnmarshalTo(&ot); err != nil {
+	if err := Unpack(tc, &ot); err != nil {
 		return nil, cp.errorf("%v", err)
 	}
 	switch {
@@ -200,7 +199,7 @@ func decodeTCPTracing(p path, md *corev3.Metadata) (*config.Tracing, error) {
 		return nil, mp.errorf("want %s, got %q", typeHCMTracing, a.GetTypeUrl())
 	}
 	var t hcmv3.HttpConnectionManager_Tracing
-	if err := a.UnmarshalTo(&t); err != nil {
+	if err := Unpack(a, &t); err != nil {
 		return nil, mp.errorf("%v", err)
 	}
 	return decodeTracing(mp, &t)
