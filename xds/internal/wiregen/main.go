@@ -33,11 +33,11 @@ import (
 	"sort"
 	"strings"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/descriptorpb"
 
 	// The Envoy packages whose messages are mirrored: registered in
 	// protoregistry.GlobalFiles by their init.
@@ -71,10 +71,9 @@ const GoImportBase = "github.com/tinymesh/tinymesh/proto/envoywire/"
 // OutDir is where the .proto files go, relative to the repository root.
 const OutDir = "proto/envoywire"
 
-// DescriptorsFile gets the Envoy protos' descriptors, a FileDescriptorSet of
-// every file the mirrored messages come from and their imports: meshproxy's
-// config dump loads it on demand to print what the control plane sent, fields
-// the mirrors carry as bytes included.
+// DescriptorsFile gets the Envoy protos' descriptors (Descriptors):
+// meshproxy's config dump loads them on demand to print what the control
+// plane sent, fields the mirrors carry as bytes included.
 const DescriptorsFile = "xds/client/envoy.binpb"
 
 // mirrored lists the messages meshproxy looks into. A message not listed here
@@ -278,16 +277,63 @@ func Generate() (map[string][]byte, error) {
 	return out, nil
 }
 
-// Descriptors returns the encoded FileDescriptorSet for DescriptorsFile, files
-// in path order.
+// Descriptors returns DescriptorsFile's content: every file the mirrored
+// messages come from and every file those import, imports first. Each is
+// five uvarints, the number of enums, messages (map entries included),
+// extensions and services it declares at any depth and the length of what
+// follows, then its FileDescriptorProto: what protoimpl.DescBuilder takes,
+// so the reader needs neither protodesc nor descriptorpb.
 func Descriptors() ([]byte, error) {
-	var set descriptorpb.FileDescriptorSet
+	var files []protoreflect.FileDescriptor
 	protoregistry.GlobalFiles.RangeFiles(func(f protoreflect.FileDescriptor) bool {
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
+		files = append(files, f)
 		return true
 	})
-	sort.Slice(set.File, func(i, j int) bool { return set.File[i].GetName() < set.File[j].GetName() })
-	return proto.MarshalOptions{Deterministic: true}.Marshal(&set)
+	sort.Slice(files, func(i, j int) bool { return files[i].Path() < files[j].Path() })
+	var out []byte
+	done := map[string]bool{}
+	var add func(f protoreflect.FileDescriptor) error
+	add = func(f protoreflect.FileDescriptor) error {
+		if done[f.Path()] {
+			return nil
+		}
+		done[f.Path()] = true
+		for i := 0; i < f.Imports().Len(); i++ {
+			if err := add(f.Imports().Get(i).FileDescriptor); err != nil {
+				return err
+			}
+		}
+		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(protodesc.ToFileDescriptorProto(f))
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Path(), err)
+		}
+		var c declCounts
+		c.add(f.Enums(), f.Messages(), f.Extensions())
+		for _, n := range []int{c.enums, c.messages, c.extensions, f.Services().Len(), len(raw)} {
+			out = protowire.AppendVarint(out, uint64(n))
+		}
+		out = append(out, raw...)
+		return nil
+	}
+	for _, f := range files {
+		if err := add(f); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// declCounts counts declarations the way protoimpl.DescBuilder wants them.
+type declCounts struct{ enums, messages, extensions int }
+
+func (c *declCounts) add(es protoreflect.EnumDescriptors, ms protoreflect.MessageDescriptors, xs protoreflect.ExtensionDescriptors) {
+	c.enums += es.Len()
+	c.messages += ms.Len()
+	c.extensions += xs.Len()
+	for i := 0; i < ms.Len(); i++ {
+		m := ms.Get(i)
+		c.add(m.Enums(), m.Messages(), m.Extensions())
+	}
 }
 
 type generator struct {
