@@ -19,8 +19,9 @@
 //
 //	go run ./xds/internal/wiregen && buf generate
 //
-// The test in this directory fails when proto/envoywire is not what this
-// command writes for the go-control-plane version in go.mod.
+// It also writes DescriptorsFile, the Envoy descriptors for the config dump.
+// The test in this directory fails when either is not what this command
+// writes for the go-control-plane version in go.mod.
 package main
 
 import (
@@ -236,7 +237,7 @@ func Generate() (map[string][]byte, error) {
 		}
 		g.keep[md.FullName()] = md
 	}
-	// Parents of mirrored nested messages are mirrored too.
+	// A nested message is written inside its parent, which must be listed too.
 	for _, md := range g.keep {
 		for p := md.Parent(); ; p = p.Parent() {
 			pm, ok := p.(protoreflect.MessageDescriptor)
