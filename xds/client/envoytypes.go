@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/runtime/protoimpl"
 	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // envoyDescriptors holds the Envoy protos' file descriptors, written by
@@ -26,19 +27,19 @@ var envoyDescriptors []byte
 // sidecar's whole heap, for an occasional debugging request. It builds them
 // with protoimpl.DescBuilder, as generated code does, because protodesc and
 // descriptorpb would cost every sidecar 0.45 MB of resident memory from start.
-func envoyTypes() (*protoregistry.Types, error) {
+func envoyTypes() (dumpTypes, error) {
 	files := new(protoregistry.Files)
 	for b := envoyDescriptors; len(b) > 0; {
 		var n [5]uint64
 		for i := range n {
 			v, l := protowire.ConsumeVarint(b)
 			if l < 0 {
-				return nil, errors.New("envoy descriptors: truncated")
+				return dumpTypes{}, errors.New("envoy descriptors: truncated")
 			}
 			n[i], b = v, b[l:]
 		}
 		if n[4] > uint64(len(b)) {
-			return nil, errors.New("envoy descriptors: truncated")
+			return dumpTypes{}, errors.New("envoy descriptors: truncated")
 		}
 		protoimpl.DescBuilder{
 			RawDescriptor: b[:n[4]],
@@ -73,7 +74,21 @@ func envoyTypes() (*protoregistry.Types, error) {
 		return err == nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("envoy descriptors: %w", err)
+		return dumpTypes{}, fmt.Errorf("envoy descriptors: %w", err)
 	}
-	return types, nil
+	return dumpTypes{types}, nil
+}
+
+// dumpTypes resolves the types in envoyDescriptors, and any other type URL as
+// an empty message: an Any that meshproxy accepted without looking inside, of
+// a type it does not know (in typed_filter_metadata, say), prints as its
+// "@type" alone instead of failing the whole dump.
+type dumpTypes struct{ *protoregistry.Types }
+
+func (d dumpTypes) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	mt, err := d.Types.FindMessageByURL(url)
+	if errors.Is(err, protoregistry.NotFound) {
+		return (*emptypb.Empty)(nil).ProtoReflect().Type(), nil
+	}
+	return mt, err
 }
