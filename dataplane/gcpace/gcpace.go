@@ -47,10 +47,12 @@ type Options struct {
 	Serving func() bool
 }
 
-// Defaults: about one cycle a second under load, within 8 MiB of extra heap,
-// sampled every second.
+// Defaults: about one cycle a second under load, within 4 MiB of extra heap,
+// sampled every second. 8 MiB took another 2-4 % off the CPU per request
+// for 4 MiB more peak memory per sidecar (docs/benchmarks.md); a mesh pays
+// memory on every pod.
 const (
-	DefaultBudget   = 8 << 20
+	DefaultBudget   = 4 << 20
 	DefaultPeriod   = time.Second
 	DefaultInterval = time.Second
 )
