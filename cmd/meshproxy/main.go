@@ -46,7 +46,7 @@ type options struct {
 	trustDomain    string
 	metrics        bool         // see telemetry.go
 	tracing        tracingFlags // see tracing.go
-	gcBudgetMiB    int
+	gcBudgetMiB    int          // see dataplane/gcpace
 }
 
 func main() {
