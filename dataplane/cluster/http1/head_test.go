@@ -11,21 +11,37 @@ import (
 	"testing"
 )
 
-// writeBoth renders req with writeHead and with Request.Write.
-func writeBoth(t testing.TB, req *http.Request) (fast string, took bool, want string) {
+// checkWriteHead renders req with writeHead and with Request.Write, and fails
+// t when writeHead wrote anything but what Request.Write writes, or wrote
+// anything at all when it declined. It reports whether writeHead took req.
+func checkWriteHead(t testing.TB, req *http.Request) (took bool) {
 	t.Helper()
 	var b bytes.Buffer
 	bw := bufio.NewWriter(&b)
 	took = writeHead(bw, req)
 	bw.Flush()
-	fast = b.String()
+	fast := b.String()
+	if !took {
+		if fast != "" {
+			t.Fatalf("writeHead declined but wrote %q", fast)
+		}
+		return false
+	}
 	var w bytes.Buffer
 	if err := req.Write(&w); err != nil {
-		want = "error: " + err.Error()
-	} else {
-		want = w.String()
+		t.Fatalf("writeHead wrote %q, Request.Write fails: %v", fast, err)
 	}
-	return fast, took, want
+	if fast != w.String() {
+		t.Fatalf("writeHead wrote\n%q\nRequest.Write writes\n%q", fast, w.String())
+	}
+	return true
+}
+
+// edited returns a GET of target from host, changed by edit.
+func edited(t testing.TB, target, host string, edit func(r *http.Request)) *http.Request {
+	r := newHeadRequest(t, "GET", target, host, nil)
+	edit(r)
+	return r
 }
 
 func newHeadRequest(t testing.TB, method, target, host string, h http.Header) *http.Request {
@@ -50,22 +66,10 @@ func TestWriteHeadMatchesRequestWrite(t *testing.T) {
 			"X-Request-Id": {"abc"}, "Accept": {"*/*", "text/plain"}, "X-Forwarded-For": {"127.0.0.1"},
 			"Te": {"trailers"}, "Empty": {}, "Spaced": {"  v  "},
 		}), true},
-		{"forced empty query", func() *http.Request {
-			r := newHeadRequest(t, "GET", "/x", "svc", nil)
-			r.URL.ForceQuery = true
-			return r
-		}(), true},
+		{"forced empty query", edited(t, "/x", "svc", func(r *http.Request) { r.URL.ForceQuery = true }), true},
 		{"escaped path kept as sent", newHeadRequest(t, "GET", "/a%2Fb/c%20d", "svc", nil), true},
-		{"path that needs escaping", func() *http.Request {
-			r := newHeadRequest(t, "GET", "/", "svc", nil)
-			r.URL.Path, r.URL.RawPath = "/a b", ""
-			return r
-		}(), true},
-		{"host from the URL", func() *http.Request {
-			r := newHeadRequest(t, "GET", "/", "", nil)
-			r.URL.Host = "up:9090"
-			return r
-		}(), true},
+		{"path that needs escaping", edited(t, "/", "svc", func(r *http.Request) { r.URL.Path, r.URL.RawPath = "/a b", "" }), true},
+		{"host from the URL", edited(t, "/", "", func(r *http.Request) { r.URL.Host = "up:9090" }), true},
 		{"own User-Agent", newHeadRequest(t, "GET", "/", "svc", http.Header{"User-Agent": {" curl/8 ", "second"}}), true},
 		{"empty User-Agent suppresses it", newHeadRequest(t, "GET", "/", "svc", http.Header{"User-Agent": {""}}), true},
 		{"User-Agent with no values", newHeadRequest(t, "GET", "/", "svc", http.Header{"User-Agent": nil}), true},
@@ -86,36 +90,16 @@ func TestWriteHeadMatchesRequestWrite(t *testing.T) {
 
 		{"POST", newHeadRequest(t, "POST", "/", "svc", nil), false},
 		{"DELETE sends Content-Length: 0", newHeadRequest(t, "DELETE", "/", "svc", nil), false},
-		{"body", func() *http.Request {
-			r := newHeadRequest(t, "GET", "/", "svc", nil)
-			r.Body, r.ContentLength = readCloser{strings.NewReader("x")}, 1
-			return r
-		}(), false},
-		{"trailer", func() *http.Request {
-			r := newHeadRequest(t, "GET", "/", "svc", nil)
-			r.Trailer = http.Header{}
-			return r
-		}(), false},
-		{"close", func() *http.Request {
-			r := newHeadRequest(t, "GET", "/", "svc", nil)
-			r.Close = true
-			return r
-		}(), false},
+		{"body", edited(t, "/", "svc", func(r *http.Request) { r.Body, r.ContentLength = readCloser{strings.NewReader("x")}, 1 }), false},
+		{"trailer", edited(t, "/", "svc", func(r *http.Request) { r.Trailer = http.Header{} }), false},
+		{"close", edited(t, "/", "svc", func(r *http.Request) { r.Close = true }), false},
 		{"newline in a value", newHeadRequest(t, "GET", "/", "svc", http.Header{"X": {"a\r\nInjected: 1"}}), false},
 		{"newline in User-Agent", newHeadRequest(t, "GET", "/", "svc", http.Header{"User-Agent": {"a\nb"}}), false},
 		{"non-ASCII host", newHeadRequest(t, "GET", "/", "bücher.example", nil), false},
 		{"IPv6 zone", newHeadRequest(t, "GET", "/", "[fe80::1%25eth0]:80", nil), false},
 		{"invalid host", newHeadRequest(t, "GET", "/", "a b", nil), false},
-		{"control byte in the query", func() *http.Request {
-			r := newHeadRequest(t, "GET", "/", "svc", nil)
-			r.URL.RawQuery = "a=\x01"
-			return r
-		}(), false},
-		{"opaque URL", func() *http.Request {
-			r := newHeadRequest(t, "GET", "/", "svc", nil)
-			r.URL.Opaque = "//other/x"
-			return r
-		}(), false},
+		{"control byte in the query", edited(t, "/", "svc", func(r *http.Request) { r.URL.RawQuery = "a=\x01" }), false},
+		{"opaque URL", edited(t, "/", "svc", func(r *http.Request) { r.URL.Opaque = "//other/x" }), false},
 		{"too many keys", func() *http.Request {
 			h := http.Header{}
 			for i := range maxFastHeaderKeys + 1 {
@@ -130,18 +114,8 @@ func TestWriteHeadMatchesRequestWrite(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fast, took, want := writeBoth(t, tt.req)
-			if took != tt.fast {
-				t.Fatalf("writeHead took it: %v, want %v", took, tt.fast)
-			}
-			if !took {
-				if fast != "" {
-					t.Fatalf("writeHead declined but wrote %q", fast)
-				}
-				return
-			}
-			if fast != want {
-				t.Errorf("writeHead wrote\n%q\nRequest.Write writes\n%q", fast, want)
+			if took := checkWriteHead(t, tt.req); took != tt.fast {
+				t.Errorf("writeHead took it: %v, want %v", took, tt.fast)
 			}
 		})
 	}
@@ -164,16 +138,7 @@ func FuzzWriteHeadMatchesRequestWrite(f *testing.F) {
 			Host:   host,
 			Header: http.Header{k1: {v1}, k2: {v2, v1}},
 		}).WithContext(context.Background())
-		fast, took, want := writeBoth(t, req)
-		if !took {
-			if fast != "" {
-				t.Fatalf("writeHead declined but wrote %q", fast)
-			}
-			return
-		}
-		if fast != want {
-			t.Fatalf("writeHead wrote\n%q\nRequest.Write writes\n%q", fast, want)
-		}
+		checkWriteHead(t, req)
 	})
 }
 
