@@ -2,15 +2,17 @@ package httpproxy
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -158,11 +160,10 @@ func stripHop(h http.Header, upgrade bool) {
 		}
 	}
 	up := h["Upgrade"]
-	for _, k := range hopHeaders {
-		delete(h, k)
-	}
+	// One pass over the request's few keys rather than a map delete for
+	// each of the nine hop-by-hop names.
 	for k := range h {
-		if strings.HasPrefix(k, "Proxy-") {
+		if strings.HasPrefix(k, "Proxy-") || slices.Contains(hopHeaders, k) {
 			delete(h, k)
 		}
 	}
@@ -431,9 +432,14 @@ func addResponseHeaders(h http.Header, rc *config.RouteConfig, vh *config.Virtua
 	applyAdds(h, rc.ResponseHeadersToAdd)
 }
 
+// newRequestID returns a random UUID (version 4). An ID names a request for
+// logs and traces and guards nothing, so math/rand/v2's generator (ChaCha8,
+// seeded by the OS) serves, as OpenTelemetry's SDK uses math/rand for trace
+// IDs; crypto/rand's getrandom was 1.7 % of the client sidecar's CPU.
 func newRequestID() string {
 	var b [16]byte
-	rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
 	b[6] = b[6]&0x0f | 0x40 // UUID version 4
 	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
 	var s [36]byte
