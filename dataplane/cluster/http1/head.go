@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -39,16 +40,16 @@ func writeHead(w *bufio.Writer, req *http.Request) bool {
 	default:
 		return false // others may need Content-Length: 0
 	}
+	u := req.URL
 	host := req.Host
 	if host == "" {
-		host = req.URL.Host
+		host = u.Host
 	}
 	// Request.Write converts a non-ASCII host to punycode, drops an invalid
 	// one, and strips an IPv6 zone; leave all of those to it.
 	if !printableASCII(host) || strings.IndexByte(host, '%') >= 0 || !httpguts.ValidHostHeader(host) {
 		return false
 	}
-	u := req.URL
 	if u.Opaque != "" {
 		return false
 	}
@@ -93,13 +94,7 @@ func writeHead(w *bufio.Writer, req *http.Request) bool {
 			userAgent = textproto.TrimString(vs[0])
 		}
 	}
-	// Insertion sort: a request has a handful of keys, and sort.Strings
-	// would move the array to the heap.
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
+	slices.Sort(keys) // Request.Write's order
 
 	w.WriteString(method)
 	w.WriteByte(' ')
