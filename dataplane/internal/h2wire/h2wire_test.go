@@ -6,7 +6,70 @@ import (
 	"testing"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
+
+// TestHeaderWriterLeavesRequestIDsOutOfTheTable: across blocks, a repeated
+// field is sent indexed, while a request ID, new each time, is sent as a
+// never-indexed literal and so never enters the peer's dynamic table; every
+// block decodes back to what was written.
+func TestHeaderWriterLeavesRequestIDsOutOfTheTable(t *testing.T) {
+	var hw HeaderWriter
+	hw.Init()
+	var wire bytes.Buffer
+	fr := http2.NewFramer(&wire, &wire)
+	dec := hpack.NewDecoder(4096, nil)
+	for i, id := range []string{"2f1c0d3e-0000-4000-8000-000000000001", "2f1c0d3e-0000-4000-8000-000000000002"} {
+		fields := [][2]string{{":authority", "backend"}, {"user-agent", "test/1"}, {"x-request-id", id}, {"traceparent", "00-" + id[:32] + "-00f067aa0ba902b7-01"}}
+		if err := hw.Write(fr, uint32(2*i+1), true, 16384, func(enc func(k, v string)) {
+			for _, f := range fields {
+				enc(f[0], f[1])
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := dec.DecodeFull(f.(*http2.HeadersFrame).HeaderBlockFragment())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(fields) {
+			t.Fatalf("block %d: decoded %d fields, want %d", i, len(got), len(fields))
+		}
+		for j, hf := range got {
+			if hf.Name != fields[j][0] || hf.Value != fields[j][1] {
+				t.Errorf("block %d field %d: %s: %s, want %s: %s", i, j, hf.Name, hf.Value, fields[j][0], fields[j][1])
+			}
+			if want := uniquePerRequest(hf.Name); hf.Sensitive != want {
+				t.Errorf("block %d: %s never-indexed = %v, want %v", i, hf.Name, hf.Sensitive, want)
+			}
+		}
+	}
+	// The table holds :authority and user-agent once each (32 bytes of
+	// overhead plus name and value per entry), nothing of the IDs.
+	want := uint32(32+len(":authority")+len("backend")) + uint32(32+len("user-agent")+len("test/1"))
+	if n := dynamicTableBytes(t, dec); n != want {
+		t.Errorf("peer's dynamic table holds %d bytes, want %d (the two repeated fields only)", n, want)
+	}
+}
+
+// dynamicTableBytes sums the sizes of the entries in dec's dynamic table,
+// found by decoding indexed fields 62 (its newest), 63, ... until one fails.
+func dynamicTableBytes(t *testing.T, dec *hpack.Decoder) uint32 {
+	t.Helper()
+	var n uint32
+	for idx := 62; idx < 62+16; idx++ {
+		fs, err := dec.DecodeFull([]byte{0x80 | byte(idx)})
+		if err != nil {
+			break
+		}
+		n += fs[0].Size()
+	}
+	return n
+}
 
 // TestWriteHeaderBlockSplits: a block longer than the peer's frame size goes
 // out as HEADERS and CONTINUATION frames that a Framer reads back whole.
