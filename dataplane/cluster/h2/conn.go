@@ -29,6 +29,7 @@ type conn struct {
 	bw  *bufio.Writer
 	fr  *http2.Framer // its reading side is the reader goroutine's only
 	hw  h2wire.HeaderWriter
+	hr  h2wire.HeaderReader // used by readLoop only
 
 	mu           sync.Mutex
 	cond         *sync.Cond // send windows grew, or the connection failed
@@ -185,6 +186,9 @@ func (c *conn) readLoop() {
 	for {
 		var f http2.Frame
 		f, err = c.fr.ReadFrame()
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			f, err = c.hr.Read(c.fr, hf)
+		}
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			// A malformed header block on one stream fails that stream.

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/reaper"
 )
@@ -274,9 +273,8 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 	}
 	c.cond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, 16<<10))
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.SetReuseFrames()
-	c.fr.MaxHeaderListSize = maxHeaderList
+	c.hr.Init(maxHeaderList)
 	c.hw.Init()
 	c.bw.WriteString(http2.ClientPreface)
 	c.fr.WriteSettings(

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
 )
@@ -66,6 +65,7 @@ type h2conn struct {
 	bw  *bufio.Writer
 	fr  *http2.Framer // its reading side is the reading goroutine's only
 	hw  h2wire.HeaderWriter
+	hr  h2wire.HeaderReader // used by the serve goroutine only
 
 	ctlMu  sync.Mutex
 	ctl    []ctlFrame // control frames to write; guarded by ctlMu
@@ -111,8 +111,7 @@ func newH2Conn(s *Server, nc net.Conn, br *bufio.Reader, ctx context.Context, re
 	}
 	c.cond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(c.bw, br)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = uint32(s.maxHeaderBytes())
+	c.hr.Init(uint32(s.maxHeaderBytes()))
 	c.fr.SetMaxReadFrameSize(h2MaxFrame)
 	c.fr.SetReuseFrames()
 	c.hw.Init()
@@ -140,6 +139,9 @@ func (c *h2conn) serve() {
 	first := true
 	for {
 		f, err := c.fr.ReadFrame()
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			f, err = c.hr.Read(c.fr, hf)
+		}
 		if err == nil && first {
 			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
 				err = http2.ConnectionError(http2.ErrCodeProtocol)

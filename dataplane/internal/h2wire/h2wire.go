@@ -1,7 +1,8 @@
 // Package h2wire holds what meshproxy's HTTP/2 client (dataplane/cluster/h2)
 // and server (dataplane/httpproxy/httpserver) both need on top of
 // golang.org/x/net/http2: header blocks encoded and split into HEADERS and
-// CONTINUATION frames, a stream's received body with its flow-control
+// CONTINUATION frames, and decoded into a reused frame (headerreader.go),
+// a stream's received body with its flow-control
 // credit, and header names converted between net/http's canonical form and
 // HTTP/2's lower case without allocating for the frequent ones.
 package h2wire
