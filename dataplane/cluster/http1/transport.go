@@ -302,9 +302,12 @@ func (pc *conn) readResponse(req *http.Request) (*http.Response, bool, error) {
 		return nil, true, err
 	}
 	for {
-		resp, err := http.ReadResponse(pc.br, req)
-		if err != nil {
-			return nil, false, err
+		resp := readHead(pc.br, req)
+		if resp == nil {
+			var err error
+			if resp, err = http.ReadResponse(pc.br, req); err != nil {
+				return nil, false, err
+			}
 		}
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:

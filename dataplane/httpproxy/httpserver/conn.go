@@ -220,7 +220,10 @@ func (c *conn) next(first bool) bool {
 		// Pipelined: the buffer held the start of this head.
 		c.cr.remain = c.headLimit()
 	}
-	req, err := http.ReadRequest(c.br)
+	req, err := readHead(c.br), error(nil)
+	if req == nil {
+		req, err = http.ReadRequest(c.br)
+	}
 	tooLarge := c.cr.hitLimit
 	c.cr.remain, c.cr.hitLimit = maxInt64, false
 	if err != nil {

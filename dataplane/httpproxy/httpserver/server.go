@@ -13,9 +13,11 @@
 // fast request pays for a timer reset. The requests of a connection share
 // one context, cancelled when the client goes away or the connection ends
 // but not, as net/http's are, when each handler returns (conn.go says why).
-// Parsing stays net/http's
+// Parsing is net/http's
 // (ReadRequest), with the checks net/http's server adds to it (HTTP version,
-// Host), so the requests accepted are the ones net/http's server accepts.
+// Host), so the requests accepted are the ones net/http's server accepts;
+// the plainest heads, a bodiless request whole in the read buffer, are read
+// without its general machinery into the same request (readhead.go).
 //
 // A connection that opens with the HTTP/2 preface is served by this
 // package's HTTP/2 server (h2conn.go, h2stream.go), built on
