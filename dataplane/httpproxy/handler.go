@@ -463,6 +463,15 @@ func newRequestID() string {
 	return string(s[:])
 }
 
+// headerAdopter is a ResponseWriter that can take the upstream response's
+// header map as its own (httpserver's do): the copy into the writer's map,
+// a map and its inserts a response, is then not needed. AdoptHeader returns
+// the writer's header map: h, or the writer's own one with h's fields when
+// it holds fields already.
+type headerAdopter interface {
+	AdoptHeader(h http.Header) http.Header
+}
+
 // bufPool holds the response copy buffers, one per in-flight request. 16 KiB is
 // the upstream transport's read buffer and HTTP/2's default maximum frame, so a
 // larger buffer is rarely filled by one Read and only adds resident memory under
@@ -544,12 +553,19 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 	// The response streams back while the request body may still stream in:
 	// httpserver reads and writes an HTTP/1.1 connection in full duplex.
 
-	hdr := w.Header()
-	for k, vs := range resp.Header {
-		hdr[k] = vs
+	_, typed := resp.Header["Content-Type"]
+	_, trailersOnly := resp.Header["Grpc-Status"]
+	var hdr http.Header
+	if a, ok := w.(headerAdopter); ok {
+		hdr = a.AdoptHeader(resp.Header)
+	} else {
+		hdr = w.Header()
+		for k, vs := range resp.Header {
+			hdr[k] = vs
+		}
 	}
 	stripHop(hdr, false)
-	if _, ok := resp.Header["Content-Type"]; !ok {
+	if !typed {
 		hdr["Content-Type"] = nil // forward as is: no content sniffing
 	}
 	addResponseHeaders(hdr, st.Routes.Config, vh.Config, rt.Config)
@@ -571,7 +587,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, out *http.Requ
 	// not for a gRPC trailers-only response (status in the headers): that
 	// must stay a single HEADERS frame with END_STREAM, which the server
 	// only produces when nothing was flushed before the handler returns.
-	if _, trailersOnly := resp.Header["Grpc-Status"]; flush && fl != nil && !trailersOnly {
+	if flush && fl != nil && !trailersOnly {
 		fl.Flush()
 	}
 	bp := bufPool.Get().(*[]byte)

@@ -157,13 +157,15 @@ func (t *Transport) getConn(ctx context.Context, addr string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{
+	pc = &conn{
 		t:    t,
 		addr: addr,
 		nc:   nc,
 		br:   bufio.NewReaderSize(nc, bufferSize(t.ReadBufferSize)),
 		bw:   bufio.NewWriterSize(nc, bufferSize(t.WriteBufferSize)),
-	}, nil
+	}
+	pc.abortIO = func() { nc.SetDeadline(aLongTimeAgo) }
+	return pc, nil
 }
 
 func bufferSize(n int) int {
@@ -241,6 +243,7 @@ type conn struct {
 	nc        net.Conn
 	br        *bufio.Reader
 	bw        *bufio.Writer
+	abortIO   func()    // unblocks its I/O for good; made once, not per round trip
 	reused    bool      // it served a round trip before this one
 	idleSince time.Time // when it was last put in the pool; guarded by Transport.mu while there
 }
@@ -252,7 +255,7 @@ func (pc *conn) roundTrip(req *http.Request) (resp *http.Response, nothingRead b
 	ctx := req.Context()
 	// A done request unblocks the connection's I/O; the connection is then
 	// closed, never reused, since the deadline stays in the past.
-	stop := context.AfterFunc(ctx, func() { pc.nc.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, pc.abortIO)
 	var written chan error
 	if hasBody(req) {
 		// Write the body while the response is read: the upstream may

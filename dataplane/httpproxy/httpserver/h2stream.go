@@ -260,6 +260,12 @@ type h2response struct {
 
 func (w *h2response) Header() http.Header { return w.header }
 
+// AdoptHeader is response.AdoptHeader for a stream.
+func (w *h2response) AdoptHeader(h http.Header) http.Header {
+	w.header = adoptHeader(w.header, h, w.wroteHeader)
+	return w.header
+}
+
 func (w *h2response) WriteHeader(code int) {
 	if w.wroteHeader {
 		return

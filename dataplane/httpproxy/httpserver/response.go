@@ -49,6 +49,27 @@ func (w *response) reset(c *conn, req *http.Request) {
 
 func (w *response) Header() http.Header { return w.header }
 
+// AdoptHeader makes h the response's header, instead of copying it in,
+// while the response has no header fields and has not started; otherwise
+// it adds h's fields to the header. It returns the header, which the
+// caller edits on through it or Header. h is the response's from then on.
+func (w *response) AdoptHeader(h http.Header) http.Header {
+	w.header = adoptHeader(w.header, h, w.wroteHeader)
+	return w.header
+}
+
+// adoptHeader returns h in place of own when own is empty and nothing was
+// written, else own with h's fields added.
+func adoptHeader(own, h http.Header, started bool) http.Header {
+	if len(own) == 0 && !started && h != nil {
+		return h
+	}
+	for k, vs := range h {
+		own[k] = vs
+	}
+	return own
+}
+
 func (w *response) WriteHeader(code int) {
 	if w.c.hijacked || w.wroteHeader {
 		return

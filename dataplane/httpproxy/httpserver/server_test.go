@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -969,6 +970,50 @@ func TestConnContext(t *testing.T) {
 	} {
 		if _, body := get(t, tc.c, ts.url("/")); body != tc.want {
 			t.Errorf("%s: handler saw %q, want %q (protocol, ConnContext value, local address)", tc.name, body, tc.want)
+		}
+	}
+}
+
+// TestAdoptHeader: a response with no header fields yet takes the map it
+// is given as its header (edits through either show in the other, and the
+// client gets them); one with fields gets the fields added to its own.
+func TestAdoptHeader(t *testing.T) {
+	type adopter interface{ AdoptHeader(http.Header) http.Header }
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := http.Header{"X-Upstream": {"1"}}
+		switch r.URL.Path {
+		case "/fresh":
+			if got := w.(adopter).AdoptHeader(h); got["X-Upstream"] == nil {
+				t.Errorf("%s: adopted header lacks the given field", r.URL.Path)
+			}
+			h.Set("X-Later", "seen") // the same map as w.Header() now
+			if w.Header().Get("X-Later") != "seen" {
+				t.Errorf("%s: the given map is not the response's header", r.URL.Path)
+			}
+		case "/own":
+			w.Header().Set("X-Own", "kept")
+			w.(adopter).AdoptHeader(h)
+			h.Set("X-Later", "not seen") // a copy was made
+		}
+		io.WriteString(w, "ok")
+	})})
+	for _, c := range []*http.Client{newClient(t), newH2CClient(t)} {
+		for path, want := range map[string]http.Header{
+			"/fresh": {"X-Upstream": {"1"}, "X-Later": {"seen"}},
+			"/own":   {"X-Upstream": {"1"}, "X-Own": {"kept"}},
+		} {
+			resp, body := get(t, c, ts.url(path))
+			for k, vs := range want {
+				if got := resp.Header[k]; !slices.Equal(got, vs) {
+					t.Errorf("HTTP/%d %s: %s = %q, want %q", resp.ProtoMajor, path, k, got, vs)
+				}
+			}
+			if path == "/own" && resp.Header.Get("X-Later") != "" {
+				t.Errorf("HTTP/%d %s: an edit of the given map after a copy reached the client", resp.ProtoMajor, path)
+			}
+			if body != "ok" {
+				t.Errorf("HTTP/%d %s: body %q", resp.ProtoMajor, path, body)
+			}
 		}
 	}
 }
