@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/reaper"
+	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 // Transport is an http.RoundTripper for plain HTTP/1.1 (TLS, when the
@@ -255,7 +256,7 @@ func (pc *conn) roundTrip(req *http.Request) (resp *http.Response, nothingRead b
 	ctx := req.Context()
 	// A done request unblocks the connection's I/O; the connection is then
 	// closed, never reused, since the deadline stays in the past.
-	stop := context.AfterFunc(ctx, pc.abortIO)
+	stop := reqctx.OnCancel(ctx, pc.abortIO)
 	var written chan error
 	if hasBody(req) {
 		// Write the body while the response is read: the upstream may
@@ -263,13 +264,13 @@ func (pc *conn) roundTrip(req *http.Request) (resp *http.Response, nothingRead b
 		written = make(chan error, 1)
 		go func() { written <- pc.write(req) }()
 	} else if err := pc.write(req); err != nil {
-		stop()
+		stop.Stop()
 		pc.nc.Close()
 		return nil, true, err
 	}
 	resp, nothingRead, err = pc.readResponse(req)
 	if err != nil {
-		stop()
+		stop.Stop()
 		pc.nc.Close()
 		if written != nil {
 			// The writer is blocked on the request body at worst, which
@@ -324,8 +325,8 @@ func (pc *conn) readResponse(req *http.Request) (*http.Response, bool, error) {
 
 // finish ends pc's round trip: back to the pool when the response was read
 // to the end (reuse) and the request was written completely, else closed.
-func (pc *conn) finish(stop func() bool, written chan error, reuse bool) {
-	if !stop() { // the request's context ended: the deadline is in the past
+func (pc *conn) finish(stop reqctx.Watch, written chan error, reuse bool) {
+	if !stop.Stop() { // the request's context ended: the deadline is in the past
 		reuse = false
 	}
 	if written != nil {
@@ -359,7 +360,7 @@ func (pc *conn) finish(stop func() bool, written chan error, reuse bool) {
 type body struct {
 	rc      io.ReadCloser
 	pc      *conn
-	stop    func() bool
+	stop    reqctx.Watch
 	written chan error
 	reuse   bool
 	done    bool  // the round trip is finished; rc must not be touched

@@ -303,14 +303,14 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
 	s := &h2stream{c: c, id: id, declLen: -1, recvWin: h2StreamWindow, notify: make(chan struct{}, 1)}
-	s.ctx, s.cancel = context.WithCancel(c.ctx)
+	s.ctx.Init(c.ctx)
 	s.handler = c.srv.Handler
 	if f.Truncated {
 		s.handler = http.HandlerFunc(tooLarge)
 	}
 	req, err := c.newRequest(s, f)
 	if err != nil {
-		s.cancel()
+		s.ctx.Cancel(nil)
 		return err
 	}
 	s.req = req
@@ -318,7 +318,7 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		s.cancel()
+		s.ctx.Cancel(nil)
 		return nil
 	}
 	s.sendWin = c.peerInitWin
@@ -435,7 +435,7 @@ func (c *h2conn) newRequest(s *h2stream, f *http2.MetaHeadersFrame) (*http.Reque
 		Trailer:       trailer,
 		Body:          body,
 		ContentLength: length,
-	}).WithContext(s.ctx), nil
+	}).WithContext(&s.ctx), nil
 }
 
 // canonical returns the canonical form of a lower-case header name, cached

@@ -1,7 +1,6 @@
 package httpserver
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
+	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 // h2stream is one HTTP/2 request: its body as the handler reads it (Read,
@@ -19,9 +19,8 @@ import (
 type h2stream struct {
 	c       *h2conn
 	id      uint32
-	ctx     context.Context
-	cancel  context.CancelFunc
-	req     *http.Request // as the handler has it
+	ctx     reqctx.Context // the request's, cancelled when the stream ends or is reset
+	req     *http.Request  // as the handler has it
 	handler http.Handler
 	declLen int64 // the request's Content-Length; -1: none
 
@@ -108,7 +107,7 @@ func (s *h2stream) abort(err error) {
 		s.bodyErr = err
 	}
 	s.mu.Unlock()
-	s.cancel()
+	s.ctx.Cancel(nil)
 	s.wake()
 }
 
@@ -162,7 +161,7 @@ func (s *h2stream) run() {
 	w := &s.w
 	*w = h2response{s: s, header: make(http.Header), length: -1}
 	panicked := c.srv.callHandler(s.handler, w, s.req, c.remoteAddr)
-	s.cancel()
+	s.ctx.Cancel(nil)
 	c.mu.Lock()
 	reset := s.reset
 	c.mu.Unlock()
