@@ -2,7 +2,6 @@ package h2
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
+	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 // conn is one HTTP/2 connection.
@@ -123,11 +123,12 @@ func (c *conn) roundTrip(req *http.Request) (*http.Response, error) {
 		go s.writeBody(req.Body, req.Trailer)
 	}
 	// A done request resets the stream: the wait below and the body's
-	// reads return.
-	s.stop = context.AfterFunc(req.Context(), func() { s.reset(http2.ErrCodeCancel, req.Context().Err()) })
+	// reads return. The reset writes a frame, which may wait for the
+	// connection: not on the goroutine that cancels.
+	s.stop = reqctx.OnCancel(req.Context(), func() { go s.reset(http2.ErrCodeCancel, req.Context().Err()) })
 	<-s.respc
 	if s.respErr != nil {
-		s.stop()
+		s.stop.Stop()
 		return nil, s.respErr
 	}
 	return s.resp, nil
@@ -189,16 +190,17 @@ func (c *conn) readLoop() {
 		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
 			f, err = c.hr.Read(c.fr, hf)
 		}
-		var se http2.StreamError
-		if errors.As(err, &se) {
+		if err != nil {
+			// Declared here, not per frame: errors.As moves it to the heap.
+			var se http2.StreamError
+			if !errors.As(err, &se) {
+				break
+			}
 			// A malformed header block on one stream fails that stream.
 			if s := c.stream(se.StreamID); s != nil {
 				s.reset(se.Code, se)
 			}
 			continue
-		}
-		if err != nil {
-			break
 		}
 		if err = c.handle(f); err != nil {
 			break

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/tinymesh/tinymesh/dataplane/internal/h2wire"
+	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 // stream is one request and its response.
@@ -19,7 +20,7 @@ type stream struct {
 	c     *conn
 	id    uint32
 	req   *http.Request
-	stop  func() bool // stops the context's reset
+	stop  reqctx.Watch // stops the context's reset
 	respc chan struct{}
 
 	// Set before respc is closed, read after.
@@ -233,7 +234,7 @@ func (s *stream) Read(p []byte) (int, error) {
 			trailers := s.trailers
 			s.trailers = nil
 			s.mu.Unlock()
-			s.stop()
+			s.stop.Stop()
 			h2wire.MoveTrailers(&s.resp.Trailer, trailers)
 			return 0, io.EOF
 		}
@@ -248,7 +249,7 @@ func (s *stream) Close() error {
 	s.mu.Lock()
 	complete := s.ended && s.err == nil && !s.in.Pending()
 	s.mu.Unlock()
-	s.stop()
+	s.stop.Stop()
 	if !complete {
 		s.reset(http2.ErrCodeCancel, errBodyClosed)
 	}

@@ -151,21 +151,23 @@ func (c *h2conn) serve() {
 		if err == nil {
 			err = c.handle(f)
 		}
+		if err == nil {
+			continue
+		}
+		// Declared here, not per frame: errors.As moves it to the heap.
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			c.resetStream(se.StreamID, se.Code)
 			continue
 		}
-		if err != nil {
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				c.goAwayAndClose(http2.ErrCode(ce))
-			} else if errors.Is(err, http2.ErrFrameTooLarge) {
-				c.goAwayAndClose(http2.ErrCodeFrameSize)
-			}
-			c.fail(err)
-			return
+		var ce http2.ConnectionError
+		if errors.As(err, &ce) {
+			c.goAwayAndClose(http2.ErrCode(ce))
+		} else if errors.Is(err, http2.ErrFrameTooLarge) {
+			c.goAwayAndClose(http2.ErrCodeFrameSize)
 		}
+		c.fail(err)
+		return
 	}
 }
 
