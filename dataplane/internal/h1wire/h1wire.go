@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/textproto"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -27,10 +28,8 @@ func Head(buf []byte) (head string, n int, ok bool) {
 
 // CutLine splits s, whole lines, after its first line's CRLF.
 func CutLine(s string) (line, rest string) {
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '\r' && s[i+1] == '\n' {
-			return s[:i], s[i+2:]
-		}
+	if i := strings.Index(s, "\r\n"); i >= 0 {
+		return s[:i], s[i+2:]
 	}
 	return s, ""
 }
@@ -41,10 +40,7 @@ func CutLine(s string) (line, rest string) {
 // token, control characters in a value. All values share one array, so a
 // name's first value is not an allocation of its own.
 func Header(lines string, visit func(k, v string) bool) (http.Header, bool) {
-	n := 0
-	for r := lines; r != ""; n++ {
-		_, r = CutLine(r)
-	}
+	n := strings.Count(lines, "\r\n")
 	h := make(http.Header, n)
 	vals := make([]string, n)
 	for i := 0; lines != ""; i++ {
@@ -67,13 +63,7 @@ func Header(lines string, visit func(k, v string) bool) (http.Header, bool) {
 // field splits "Name: value" into the canonical name (a slice of line when
 // it is canonical already) and the value without surrounding blanks.
 func field(line string) (k, v string, ok bool) {
-	colon := -1
-	for i := 0; i < len(line); i++ {
-		if line[i] == ':' {
-			colon = i
-			break
-		}
-	}
+	colon := strings.IndexByte(line, ':')
 	if colon <= 0 || !httpguts.ValidHeaderFieldName(line[:colon]) {
 		return "", "", false
 	}
