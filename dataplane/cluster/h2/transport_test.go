@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/upstreamtest"
+	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -144,35 +145,49 @@ func TestFullDuplexStreaming(t *testing.T) {
 	}
 }
 
+// TestCancelResetsTheStreamAndKeepsTheConnection, with a plain cancellable
+// context (watched through context.AfterFunc) and with the servers' request
+// context (watched through its slot).
 func TestCancelResetsTheStreamAndKeepsTheConnection(t *testing.T) {
-	reset := make(chan struct{})
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/hang" {
-			io.WriteString(w, "ok")
-			return
-		}
-		io.WriteString(w, "partial")
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-		close(reset)
-	})
-	tr := newTransport(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	resp, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL+"/hang", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	upstreamtest.CancelMidBody(t, resp, cancel)
-	select {
-	case <-reset:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the upstream handler never saw the stream reset")
-	}
-	if _, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
-		t.Fatalf("next request: %q", body)
-	}
-	if n := up.Opened.Load(); n != 1 {
-		t.Fatalf("upstream accepted %d connections, want 1: a reset stream leaves the connection usable", n)
+	for name, newCtx := range map[string]func() (context.Context, func()){
+		"context.WithCancel": func() (context.Context, func()) { return context.WithCancel(t.Context()) },
+		"reqctx.Context": func() (context.Context, func()) {
+			c := new(reqctx.Context)
+			c.Init(t.Context())
+			return c, func() { c.Cancel(nil) }
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			reset := make(chan struct{})
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/hang" {
+					io.WriteString(w, "ok")
+					return
+				}
+				io.WriteString(w, "partial")
+				w.(http.Flusher).Flush()
+				<-r.Context().Done()
+				close(reset)
+			})
+			tr := newTransport(t)
+			ctx, cancel := newCtx()
+			resp, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL+"/hang", nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			upstreamtest.CancelMidBody(t, resp, cancel)
+			select {
+			case <-reset:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream handler never saw the stream reset")
+			}
+			if _, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
+				t.Fatalf("next request: %q", body)
+			}
+			if n := up.Opened.Load(); n != 1 {
+				t.Fatalf("upstream accepted %d connections, want 1: a reset stream leaves the connection usable", n)
+			}
+		})
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/upstreamtest"
+	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -215,25 +216,39 @@ func TestUnfinishedBodyIsNotReused(t *testing.T) {
 	}
 }
 
+// TestCancelUnblocksAResponseInProgress, with a plain cancellable context
+// (watched through context.AfterFunc) and with the servers' request
+// context (watched through its slot).
 func TestCancelUnblocksAResponseInProgress(t *testing.T) {
-	release := make(chan struct{})
-	up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "partial")
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
-	defer close(release)
-	tr := newTransport(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	resp, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL, nil))
-	if err != nil {
-		t.Fatal(err)
+	for name, newCtx := range map[string]func() (context.Context, func()){
+		"context.WithCancel": func() (context.Context, func()) { return context.WithCancel(t.Context()) },
+		"reqctx.Context": func() (context.Context, func()) {
+			c := new(reqctx.Context)
+			c.Init(t.Context())
+			return c, func() { c.Cancel(nil) }
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			release := make(chan struct{})
+			up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "partial")
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			defer close(release)
+			tr := newTransport(t)
+			ctx, cancel := newCtx()
+			resp, err := tr.RoundTrip(upstreamtest.Request(t, ctx, http.MethodGet, up.URL, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			upstreamtest.CancelMidBody(t, resp, cancel)
+			upstreamtest.WaitFor(t, "the cancelled connection to close", func() bool { return up.Closed.Load() == 1 })
+		})
 	}
-	upstreamtest.CancelMidBody(t, resp, cancel)
-	upstreamtest.WaitFor(t, "the cancelled connection to close", func() bool { return up.Closed.Load() == 1 })
 }
 
 func TestTimeoutOnResponseHead(t *testing.T) {
