@@ -21,7 +21,6 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/upstreamtest"
-	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -146,17 +145,9 @@ func TestFullDuplexStreaming(t *testing.T) {
 }
 
 // TestCancelResetsTheStreamAndKeepsTheConnection, with a plain cancellable
-// context (watched through context.AfterFunc) and with the servers' request
-// context (watched through its slot).
+// context and with the servers' request context (upstreamtest.CancelContexts).
 func TestCancelResetsTheStreamAndKeepsTheConnection(t *testing.T) {
-	for name, newCtx := range map[string]func() (context.Context, func()){
-		"context.WithCancel": func() (context.Context, func()) { return context.WithCancel(t.Context()) },
-		"reqctx.Context": func() (context.Context, func()) {
-			c := new(reqctx.Context)
-			c.Init(t.Context())
-			return c, func() { c.Cancel(nil) }
-		},
-	} {
+	for name, newCtx := range upstreamtest.CancelContexts(t) {
 		t.Run(name, func(t *testing.T) {
 			reset := make(chan struct{})
 			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tinymesh/tinymesh/dataplane/cluster/internal/upstreamtest"
-	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -217,17 +216,9 @@ func TestUnfinishedBodyIsNotReused(t *testing.T) {
 }
 
 // TestCancelUnblocksAResponseInProgress, with a plain cancellable context
-// (watched through context.AfterFunc) and with the servers' request
-// context (watched through its slot).
+// and with the servers' request context (upstreamtest.CancelContexts).
 func TestCancelUnblocksAResponseInProgress(t *testing.T) {
-	for name, newCtx := range map[string]func() (context.Context, func()){
-		"context.WithCancel": func() (context.Context, func()) { return context.WithCancel(t.Context()) },
-		"reqctx.Context": func() (context.Context, func()) {
-			c := new(reqctx.Context)
-			c.Init(t.Context())
-			return c, func() { c.Cancel(nil) }
-		},
-	} {
+	for name, newCtx := range upstreamtest.CancelContexts(t) {
 		t.Run(name, func(t *testing.T) {
 			release := make(chan struct{})
 			up := upstreamtest.Start(t, func(w http.ResponseWriter, r *http.Request) {

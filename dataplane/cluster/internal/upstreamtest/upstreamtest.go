@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tinymesh/tinymesh/dataplane/internal/reqctx"
 )
 
 // Server is a running net/http server on loopback.
@@ -80,6 +82,20 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// CancelContexts are the kinds of request context a transport watches, each
+// made cancellable under t: a plain one (watched through context.AfterFunc)
+// and the servers' reqctx.Context (watched through its slot).
+func CancelContexts(t testing.TB) map[string]func() (context.Context, context.CancelFunc) {
+	return map[string]func() (context.Context, context.CancelFunc){
+		"context.WithCancel": func() (context.Context, context.CancelFunc) { return context.WithCancel(t.Context()) },
+		"reqctx.Context": func() (context.Context, context.CancelFunc) {
+			c := new(reqctx.Context)
+			c.Init(t.Context())
+			return c, func() { c.Cancel(nil) }
+		},
 	}
 }
 
