@@ -172,13 +172,20 @@ func TestCancelResetsTheStreamAndKeepsTheConnection(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("the upstream handler never saw the stream reset")
 			}
-			if _, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
-				t.Fatalf("next request: %q", body)
-			}
-			if n := up.Opened.Load(); n != 1 {
-				t.Fatalf("upstream accepted %d connections, want 1: a reset stream leaves the connection usable", n)
-			}
+			wantConnectionKept(t, tr, up)
 		})
+	}
+}
+
+// wantConnectionKept: after a reset stream, the next request to up gets
+// "ok" on the connection up accepted first, its only one.
+func wantConnectionKept(t *testing.T, tr *Transport, up *upstreamtest.Server) {
+	t.Helper()
+	if _, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
+		t.Fatalf("next request: %q", body)
+	}
+	if n := up.Opened.Load(); n != 1 {
+		t.Fatalf("upstream accepted %d connections, want 1: a reset stream leaves the connection usable", n)
 	}
 }
 
@@ -213,12 +220,7 @@ func TestEarlyCloseResetsTheStream(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream handler is still writing after the body was closed")
 	}
-	if _, body := upstreamtest.RoundTrip(t, tr, upstreamtest.Request(t, t.Context(), http.MethodGet, up.URL, nil)); body != "ok" {
-		t.Fatalf("next request: %q", body)
-	}
-	if n := up.Opened.Load(); n != 1 {
-		t.Fatalf("upstream accepted %d connections, want 1", n)
-	}
+	wantConnectionKept(t, tr, up)
 }
 
 func TestTrailersOnlyAndEmptyResponses(t *testing.T) {

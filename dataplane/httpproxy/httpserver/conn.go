@@ -212,15 +212,16 @@ func (c *conn) next(first bool) bool {
 	if st := c.state.Load(); st == stateClosed || st != stateActive && !c.state.CompareAndSwap(st, stateActive) {
 		return false
 	}
-	if d := c.srv.ReadHeaderTimeout; d > 0 && !first && !headBuffered(c.br) {
-		c.setReadDeadline(time.Now().Add(d))
-	}
 	if c.cr.remain == maxInt64 {
 		// Pipelined: the buffer held the start of this head.
 		c.cr.remain = c.headLimit()
 	}
+	// readHead reads only what is buffered, so it needs no deadline.
 	req, err := readHead(c.br), error(nil)
 	if req == nil {
+		if d := c.srv.ReadHeaderTimeout; d > 0 && !first && !headBuffered(c.br) {
+			c.setReadDeadline(time.Now().Add(d))
+		}
 		req, err = http.ReadRequest(c.br)
 	}
 	tooLarge := c.cr.hitLimit
